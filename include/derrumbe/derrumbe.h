@@ -1,0 +1,119 @@
+/* derrumbe C API: the only header C code includes.
+ *
+ * Conventions
+ * - Every function returns drb_status (DRB_OK = 0) unless it says otherwise; nothing throws
+ *   or aborts. After a failure, drb_last_error() gives this thread's message, which names the
+ *   offending value, key or file.
+ * - Params structs start with `size_t struct_size` and are filled with defaults by
+ *   drb_*_params_init(&p); fields are only ever appended, so old callers keep working.
+ * - Buffers are the caller's: derrumbe reads and writes them during the call and keeps no
+ *   pointer afterwards. Strings returned as `const char*` are static unless stated.
+ * - Callbacks are per call. A progress callback returns non-zero to cancel.
+ */
+#ifndef DERRUMBE_H
+#define DERRUMBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(DRB_BUILDING_LIBRARY)
+#define DRB_CAPI __attribute__((visibility("default")))
+#else
+#define DRB_CAPI
+#endif
+
+#define DRB_API_VERSION 1
+
+typedef enum drb_status {
+  DRB_OK = 0,
+  DRB_ERR_INVALID_ARGUMENT = 1, /* a bad value, shape, dtype or name */
+  DRB_ERR_NOT_FOUND = 2,        /* a missing file, key or unknown name */
+  DRB_ERR_IO = 3,
+  DRB_ERR_PARSE = 4,            /* a malformed file */
+  DRB_ERR_CANCELLED = 5,        /* a callback asked to stop */
+  DRB_ERR_MODEL = 6,            /* the denoiser callback failed or returned non-finite values */
+  DRB_ERR_UNSUPPORTED = 7,
+  DRB_ERR_INTERNAL = 8,
+  DRB_ERR_OUT_OF_MEMORY = 9
+} drb_status;
+
+typedef enum drb_dtype { DRB_FLOAT32 = 0, DRB_FLOAT64 = 1 } drb_dtype;
+
+/* Run-time version, "MAJOR.MINOR.PATCH"; DRB_API_VERSION is the compile-time API version. */
+DRB_CAPI const char* drb_version(void);
+DRB_CAPI int drb_api_version(void);
+/* The calling thread's last error message ("" if none). Valid until the thread's next call. */
+DRB_CAPI const char* drb_last_error(void);
+
+/* ---- samplers and schedules ------------------------------------------------------------- */
+
+/* Names of the samplers (euler, dpmpp_2m, uni_pc, ...): index < drb_sampler_count(). */
+DRB_CAPI size_t drb_sampler_count(void);
+DRB_CAPI const char* drb_sampler_name(size_t index); /* NULL when out of range */
+DRB_CAPI size_t drb_schedule_count(void);
+DRB_CAPI const char* drb_schedule_name(size_t index);
+
+typedef struct drb_schedule_params {
+  size_t struct_size;
+  double sigma_min;       /* karras, exponential, polyexponential, kl_optimal */
+  double sigma_max;
+  double rho;             /* 0: the schedule's default (karras 7, polyexponential 1) */
+  double flow_shift;      /* flow_shift: static shift (default 1) */
+  double flow_mu;         /* flow_shift: dynamic shift when has_flow_mu != 0 */
+  int has_flow_mu;
+  double shift_terminal;  /* flow_shift: 0 = none */
+  int flow_spacing;       /* flow_shift: 0 = FlowMatchEuler spacing, 1 = UniPC (Wan) spacing */
+} drb_schedule_params;
+DRB_CAPI void drb_schedule_params_init(drb_schedule_params* params);
+
+/* Writes steps + 1 VE sigmas (decreasing, ending in 0) for the named schedule into
+ * sigmas_out[0 .. capacity). *count_out receives the number needed even when capacity is too
+ * small (then DRB_ERR_INVALID_ARGUMENT). params may be NULL for defaults. */
+DRB_CAPI drb_status drb_schedule(const char* name, int64_t steps, const drb_schedule_params* params,
+                                 double* sigmas_out, size_t capacity, size_t* count_out);
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+
+/* The model: write the denoised estimate x0 of x (count contiguous elements of the dtype given
+ * to drb_sample, shape as given there) at noise level sigma (VE form x = x0 + sigma * noise).
+ * Return 0 on success; non-zero fails the call with DRB_ERR_MODEL. */
+typedef int (*drb_denoise_fn)(void* user, const void* x, void* x0_out, size_t count, double sigma);
+
+/* Called after each step; return non-zero to cancel (drb_sample then returns DRB_ERR_CANCELLED
+ * and x holds the state after that step). */
+typedef int (*drb_progress_fn)(void* user, int64_t step, int64_t num_steps, double sigma, double sigma_next);
+
+typedef struct drb_sample_params {
+  size_t struct_size;
+  const char* sampler;  /* default "euler" */
+  double eta;           /* negative: the sampler's default (1 for ancestral/SDE, 0 for ddim) */
+  double s_noise;       /* 1 */
+  double s_churn;       /* 0 */
+  double s_tmin;        /* 0 */
+  double s_tmax;        /* +inf */
+  int order;            /* 0: the sampler's default */
+  uint64_t seed;        /* noise seed for stochastic samplers */
+  drb_progress_fn progress;
+  void* progress_user;
+} drb_sample_params;
+DRB_CAPI void drb_sample_params_init(drb_sample_params* params);
+
+/* Samples in place: x (count = product of shape elements) starts at sigmas[0] and ends at the
+ * last sigma. sigmas: n_sigmas >= 2 finite values, strictly decreasing, >= 0. */
+DRB_CAPI drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, const int64_t* shape,
+                               size_t ndim, void* x, const double* sigmas, size_t n_sigmas,
+                               const drb_sample_params* params);
+
+/* Seeded N(0, 1) noise addressed by (seed, stream, batch item, element), as the samplers draw
+ * it: the same values for any batch split, thread count or number of frames. */
+DRB_CAPI drb_status drb_randn(uint64_t seed, uint32_t stream, drb_dtype dtype, const int64_t* shape, size_t ndim,
+                              void* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DERRUMBE_H */

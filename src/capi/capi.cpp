@@ -1,0 +1,197 @@
+// The C firewall: every entry point catches everything, maps it to a drb_status and keeps
+// the message for drb_last_error(). No logic beyond conversion lives here.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "derrumbe/derrumbe.h"
+#include "derrumbe/sample/sampler.hpp"
+#include "derrumbe/sample/schedules.hpp"
+
+namespace {
+
+thread_local std::string g_last_error;
+
+drb_status fail(drb_status s, const char* msg) {
+  g_last_error = msg;
+  return s;
+}
+
+template <typename F>
+drb_status guard(F&& f) {
+  try {
+    g_last_error.clear();
+    f();
+    return DRB_OK;
+  } catch (const drb::Error& e) {
+    return fail(static_cast<drb_status>(static_cast<int>(e.code())), e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(DRB_ERR_OUT_OF_MEMORY, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(DRB_ERR_INTERNAL, e.what());
+  } catch (...) {
+    return fail(DRB_ERR_INTERNAL, "unknown exception");
+  }
+}
+
+template <typename P>
+P read_params(const P* given, void (*init)(P*)) {
+  P p;
+  init(&p);
+  if (given != nullptr) {
+    drb::check_arg(given->struct_size >= sizeof(size_t), "params.struct_size is not set (call the *_params_init function)");
+    std::memcpy(&p, given, std::min(given->struct_size, sizeof(P)));
+    p.struct_size = sizeof(P);
+  }
+  return p;
+}
+
+std::vector<int64_t> read_shape(const int64_t* shape, size_t ndim) {
+  drb::check_arg(shape != nullptr && ndim >= 1 && ndim <= 8, "shape must have 1 to 8 dimensions");
+  std::vector<int64_t> v(shape, shape + ndim);
+  int64_t numel = 1;
+  for (size_t i = 0; i < ndim; ++i) {
+    drb::check_arg(v[i] >= 1, "shape[" + std::to_string(i) + "] must be >= 1, got " + std::to_string(v[i]));
+    drb::check_arg(v[i] <= (int64_t{1} << 40) / numel, "shape is absurdly large");
+    numel *= v[i];
+  }
+  return v;
+}
+
+at::ScalarType read_dtype(drb_dtype d) {
+  drb::check_arg(d == DRB_FLOAT32 || d == DRB_FLOAT64, "dtype must be DRB_FLOAT32 or DRB_FLOAT64");
+  return d == DRB_FLOAT64 ? at::kDouble : at::kFloat;
+}
+
+// A C callback as a Denoiser.
+class CallbackDenoiser : public drb::Denoiser {
+ public:
+  CallbackDenoiser(drb_denoise_fn fn, void* user) : fn_(fn), user_(user) {}
+  at::Tensor denoise(const at::Tensor& x, double sigma) override {
+    const at::Tensor xc = x.contiguous();
+    at::Tensor out = at::empty_like(xc);
+    const int rc = fn_(user_, xc.data_ptr(), out.data_ptr(), static_cast<size_t>(xc.numel()), sigma);
+    drb::check(rc == 0, drb::ErrorCode::model, "denoiser callback returned " + std::to_string(rc) + " at sigma " + std::to_string(sigma));
+    return out;
+  }
+
+ private:
+  drb_denoise_fn fn_;
+  void* user_;
+};
+
+}  // namespace
+
+extern "C" {
+
+const char* drb_version(void) { return "0.1.0"; }
+int drb_api_version(void) { return DRB_API_VERSION; }
+const char* drb_last_error(void) { return g_last_error.c_str(); }
+
+size_t drb_sampler_count(void) {
+  static const size_t n = drb::sampler_names().size();
+  return n;
+}
+const char* drb_sampler_name(size_t index) {
+  static const std::vector<std::string> names = drb::sampler_names();
+  return index < names.size() ? names[index].c_str() : nullptr;
+}
+size_t drb_schedule_count(void) { return drb::schedules::names().size(); }
+const char* drb_schedule_name(size_t index) {
+  static const std::vector<std::string> names = drb::schedules::names();
+  return index < names.size() ? names[index].c_str() : nullptr;
+}
+
+void drb_schedule_params_init(drb_schedule_params* p) {
+  if (p == nullptr) return;
+  const drb::schedules::ScheduleParams d;
+  *p = drb_schedule_params{};
+  p->struct_size = sizeof(*p);
+  p->sigma_min = d.sigma_min;
+  p->sigma_max = d.sigma_max;
+  p->flow_shift = d.flow.shift;
+}
+
+drb_status drb_schedule(const char* name, int64_t steps, const drb_schedule_params* params, double* sigmas_out,
+                        size_t capacity, size_t* count_out) {
+  return guard([&] {
+    drb::check_arg(name != nullptr, "schedule name is NULL");
+    const auto p = read_params(params, drb_schedule_params_init);
+    drb::schedules::ScheduleParams sp;
+    sp.sigma_min = p.sigma_min;
+    sp.sigma_max = p.sigma_max;
+    if (p.rho > 0) sp.rho = p.rho;
+    sp.flow.shift = p.flow_shift;
+    if (p.has_flow_mu) sp.flow.mu = p.flow_mu;
+    if (p.shift_terminal > 0) sp.flow.shift_terminal = p.shift_terminal;
+    drb::check_arg(p.flow_spacing == 0 || p.flow_spacing == 1, "flow_spacing must be 0 (euler) or 1 (unipc)");
+    sp.flow.spacing = p.flow_spacing == 1 ? drb::schedules::FlowSpacing::unipc : drb::schedules::FlowSpacing::euler;
+    const at::Tensor s = drb::schedules::by_name(name, steps, sp);
+    const size_t n = static_cast<size_t>(s.numel());
+    if (count_out != nullptr) *count_out = n;
+    drb::check_arg(sigmas_out != nullptr && capacity >= n,
+                   "sigmas_out holds " + std::to_string(capacity) + " values, " + std::to_string(n) + " needed");
+    std::memcpy(sigmas_out, s.data_ptr<double>(), n * sizeof(double));
+  });
+}
+
+void drb_sample_params_init(drb_sample_params* p) {
+  if (p == nullptr) return;
+  *p = drb_sample_params{};
+  p->struct_size = sizeof(*p);
+  p->sampler = "euler";
+  p->eta = -1;
+  p->s_noise = 1;
+  p->s_tmax = INFINITY;
+}
+
+drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, const int64_t* shape, size_t ndim,
+                      void* x, const double* sigmas, size_t n_sigmas, const drb_sample_params* params) {
+  return guard([&] {
+    drb::check_arg(model != nullptr, "model callback is NULL");
+    drb::check_arg(x != nullptr, "x is NULL");
+    drb::check_arg(sigmas != nullptr, "sigmas is NULL");
+    drb::check_arg(n_sigmas >= 2 && n_sigmas <= 100001, "n_sigmas must be in [2, 100001]");
+    const auto p = read_params(params, drb_sample_params_init);
+    drb::check_arg(p.sampler != nullptr, "params.sampler is NULL");
+    const auto st = read_dtype(dtype);
+    const at::Tensor xt = at::from_blob(x, read_shape(shape, ndim), at::TensorOptions().dtype(st));
+    const at::Tensor s = at::from_blob(const_cast<double*>(sigmas), {static_cast<int64_t>(n_sigmas)},
+                                       at::TensorOptions().dtype(at::kDouble))
+                             .clone();
+    drb::SampleOptions o;
+    if (p.eta >= 0) o.eta = p.eta;
+    o.s_noise = p.s_noise;
+    o.s_churn = p.s_churn;
+    o.s_tmin = p.s_tmin;
+    o.s_tmax = p.s_tmax;
+    o.order = p.order;
+    o.noise_address.seed = p.seed;
+    if (p.progress != nullptr)
+      o.callback = [&](const drb::StepInfo& info) {
+        return p.progress(p.progress_user, info.step, info.num_steps, info.sigma, info.sigma_next) != 0;
+      };
+    CallbackDenoiser den(model, model_user);
+    drb::SamplerState state = drb::run(den, drb::start_state(p.sampler, xt.clone()), s, o);
+    xt.copy_(state.x);
+    drb::check(!state.cancelled, drb::ErrorCode::cancelled,
+               "sampling cancelled by the progress callback after step " + std::to_string(state.step));
+    drb::check(at::isfinite(state.x).all().item<bool>(), drb::ErrorCode::model,
+               "sampling produced non-finite values: the denoiser returned NaN or inf");
+  });
+}
+
+drb_status drb_randn(uint64_t seed, uint32_t stream, drb_dtype dtype, const int64_t* shape, size_t ndim, void* out) {
+  return guard([&] {
+    drb::check_arg(out != nullptr, "out is NULL");
+    const auto st = read_dtype(dtype);
+    const auto sh = read_shape(shape, ndim);
+    const at::Tensor n = drb::randn(sh, drb::NoiseAddress{seed, stream, 0, 0}, at::TensorOptions().dtype(st));
+    at::from_blob(out, sh, at::TensorOptions().dtype(st)).copy_(n);
+  });
+}
+
+}  // extern "C"
