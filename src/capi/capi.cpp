@@ -27,7 +27,8 @@ drb_status guard(F&& f) {
     f();
     return DRB_OK;
   } catch (const drb::Error& e) {
-    return fail(static_cast<drb_status>(static_cast<int>(e.code())), e.what());
+    const auto code = e.code() == drb::ErrorCode::file_not_found ? drb::ErrorCode::not_found : e.code();
+    return fail(static_cast<drb_status>(static_cast<int>(code)), e.what());
   } catch (const std::bad_alloc&) {
     return fail(DRB_ERR_OUT_OF_MEMORY, "out of memory");
   } catch (const std::exception& e) {

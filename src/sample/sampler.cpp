@@ -163,7 +163,7 @@ void SamplerState::save(const std::string& path) const {
 
 SamplerState SamplerState::load(const std::string& path) {
   Reader r{std::ifstream(path, std::ios::binary | std::ios::ate), path, 0};
-  check(r.f.good(), ErrorCode::not_found, "cannot open sampler state file '" + path + "'");
+  check(r.f.good(), ErrorCode::file_not_found, "cannot open sampler state file '" + path + "'");
   r.remaining = static_cast<uint64_t>(r.f.tellg());
   r.f.seekg(0);
   char magic[8];

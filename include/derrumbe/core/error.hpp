@@ -21,6 +21,7 @@ enum class ErrorCode : int {
   model = 6,             // the model (a callback, a Python callable) failed or misbehaved
   unsupported = 7,       // valid input this build cannot handle
   internal = 8,          // a bug in derrumbe
+  file_not_found = 10,   // a path that does not exist (C: DRB_ERR_NOT_FOUND)
 };
 
 class DRB_EXPORT Error : public std::runtime_error {

@@ -1,0 +1,290 @@
+// The Python module: conversion and error translation only; the logic lives in the library.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include "derrumbe/derrumbe.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+PyObject* g_cancelled = nullptr;
+
+PyObject* python_type(drb::ErrorCode code) {
+  switch (code) {
+    case drb::ErrorCode::invalid_argument:
+    case drb::ErrorCode::not_found:
+    case drb::ErrorCode::parse: return PyExc_ValueError;
+    case drb::ErrorCode::file_not_found: return PyExc_FileNotFoundError;
+    case drb::ErrorCode::io: return PyExc_OSError;
+    case drb::ErrorCode::cancelled: return g_cancelled;
+    case drb::ErrorCode::unsupported: return PyExc_NotImplementedError;
+    default: return PyExc_RuntimeError;
+  }
+}
+
+// sigma as k-diffusion passes it: a tensor of shape [B] on x's device and dtype.
+at::Tensor sigma_tensor(const at::Tensor& x, double sigma) { return at::full({x.size(0)}, sigma, x.options()); }
+
+double sigma_value(const py::object& sigma) {
+  if (THPVariable_Check(sigma.ptr())) {
+    const at::Tensor s = sigma.cast<at::Tensor>().to(at::kCPU, at::kDouble).flatten();
+    drb::check_arg(s.numel() >= 1, "sigma tensor is empty");
+    drb::check_arg(at::all(s == s[0]).item<bool>(), "derrumbe denoisers take one sigma for the whole batch");
+    return s[0].item<double>();
+  }
+  return sigma.cast<double>();
+}
+
+at::Tensor call_tensor(const py::object& fn, const char* what, py::args args) {
+  py::object r = fn(*args);
+  if (!THPVariable_Check(r.ptr()))
+    throw drb::Error(drb::ErrorCode::model, std::string(what) + " must return a torch.Tensor, got " +
+                                                std::string(py::str(py::type::of(r).attr("__name__"))));
+  return r.cast<at::Tensor>();
+}
+
+// A Python callable (x, sigma) -> x0 as a Denoiser.
+class PyDenoiser : public drb::Denoiser {
+ public:
+  explicit PyDenoiser(py::object fn) : fn_(std::move(fn)) {}
+  at::Tensor denoise(const at::Tensor& x, double sigma) override {
+    py::gil_scoped_acquire gil;
+    return call_tensor(fn_, "the model", py::make_tuple(x, sigma_tensor(x, sigma)));
+  }
+
+ private:
+  py::object fn_;
+};
+
+// A Python callable (x, sigma, branches) -> x0 with branches a list of "cond"/"uncond".
+class PyConditional : public drb::ConditionalDenoiser {
+ public:
+  explicit PyConditional(py::object fn) : fn_(std::move(fn)) {}
+  at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const drb::Branch> branches) override {
+    py::gil_scoped_acquire gil;
+    py::list names;
+    for (auto b : branches) names.append(b == drb::Branch::cond ? "cond" : "uncond");
+    return call_tensor(fn_, "the model", py::make_tuple(x, sigma_tensor(x, sigma), names));
+  }
+
+ private:
+  py::object fn_;
+};
+
+// Anything usable as a model: a derrumbe Denoiser, or a Python callable.
+std::shared_ptr<drb::Denoiser> as_denoiser(const py::object& model) {
+  if (py::isinstance<drb::Denoiser>(model)) return model.cast<std::shared_ptr<drb::Denoiser>>();
+  drb::check_arg(PyCallable_Check(model.ptr()), "model must be callable as model(x, sigma) -> x0");
+  return std::make_shared<PyDenoiser>(model);
+}
+
+drb::SampleOptions make_options(std::optional<double> eta, double s_noise, double s_churn, double s_tmin, double s_tmax,
+                                int order, bool uni_pc_corrector, double dpmpp_sde_r, uint64_t seed, int64_t batch_offset,
+                                py::object noise, py::object callback) {
+  drb::SampleOptions o;
+  o.eta = eta;
+  o.s_noise = s_noise;
+  o.s_churn = s_churn;
+  o.s_tmin = s_tmin;
+  o.s_tmax = s_tmax;
+  o.order = order;
+  o.uni_pc_corrector = uni_pc_corrector;
+  o.dpmpp_sde_r = dpmpp_sde_r;
+  o.noise_address.seed = seed;
+  o.noise_address.batch_offset = batch_offset;
+  if (!noise.is_none()) {
+    o.noise = [noise](const at::Tensor& like, int64_t step, int64_t draw, double s, double sn) {
+      py::gil_scoped_acquire gil;
+      return call_tensor(noise, "noise", py::make_tuple(like, step, draw, s, sn));
+    };
+  }
+  if (!callback.is_none()) {
+    o.callback = [callback](const drb::StepInfo& info) {
+      py::gil_scoped_acquire gil;
+      py::dict d;
+      d["step"] = info.step;
+      d["num_steps"] = info.num_steps;
+      d["sigma"] = info.sigma;
+      d["sigma_next"] = info.sigma_next;
+      d["x"] = info.x;
+      d["denoised"] = info.denoised;
+      return py::bool_(callback(d)).cast<bool>();
+    };
+  }
+  return o;
+}
+
+#define DRB_SAMPLE_KWARGS                                                                                          \
+  py::kw_only(), py::arg("eta") = py::none(), py::arg("s_noise") = 1.0, py::arg("s_churn") = 0.0,                 \
+      py::arg("s_tmin") = 0.0, py::arg("s_tmax") = std::numeric_limits<double>::infinity(), py::arg("order") = 0, \
+      py::arg("uni_pc_corrector") = true, py::arg("dpmpp_sde_r") = 0.5, py::arg("seed") = 0,                      \
+      py::arg("batch_offset") = 0, py::arg("noise") = py::none(), py::arg("callback") = py::none()
+
+}  // namespace
+
+PYBIND11_MODULE(_derrumbe, m) {
+  m.doc() = "derrumbe native module (use the `derrumbe` package)";
+  g_cancelled = PyErr_NewException("derrumbe.Cancelled", PyExc_RuntimeError, nullptr);
+  m.attr("Cancelled") = py::handle(g_cancelled);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const drb::Error& e) {
+      try {
+        std::rethrow_if_nested(e);
+      } catch (py::error_already_set& inner) {  // a Python exception raised inside a callback
+        py::raise_from(inner, python_type(e.code()), e.what());
+        return;
+      } catch (...) {
+      }
+      PyErr_SetString(python_type(e.code()), e.what());
+    }
+  });
+
+  m.def("version", [] { return std::string("0.1.0"); });
+  m.def("samplers", &drb::sampler_names, "Names of the samplers, as ComfyUI/k-diffusion name them.");
+  m.def(
+      "randn",
+      [](std::vector<int64_t> shape, uint64_t seed, uint32_t stream, int64_t batch_offset, int64_t frame_offset,
+         std::optional<at::ScalarType> dtype, std::optional<at::Device> device) {
+        auto opts = at::TensorOptions().dtype(dtype.value_or(at::kFloat));
+        if (device) opts = opts.device(*device);
+        return drb::randn(shape, drb::NoiseAddress{seed, stream, batch_offset, frame_offset}, opts);
+      },
+      py::arg("shape"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("batch_offset") = 0,
+      py::arg("frame_offset") = 0, py::arg("dtype") = py::none(), py::arg("device") = py::none());
+
+  py::class_<drb::Denoiser, std::shared_ptr<drb::Denoiser>>(m, "Denoiser")
+      .def(
+          "__call__",
+          [](drb::Denoiser& d, const at::Tensor& x, const py::object& sigma) {
+            const double s = sigma_value(sigma);
+            py::gil_scoped_release nogil;
+            return d.denoise(x, s);
+          },
+          py::arg("x"), py::arg("sigma"));
+
+  py::class_<drb::GaussianMixtureDenoiser, drb::Denoiser, std::shared_ptr<drb::GaussianMixtureDenoiser>>(
+      m, "GaussianMixture")
+      .def(py::init<at::Tensor, at::Tensor, at::Tensor>(), py::arg("means"), py::arg("stds"), py::arg("weights"))
+      .def_static(
+          "random",
+          [](std::vector<int64_t> item_shape, int64_t components, uint64_t seed, double spread,
+             std::optional<at::ScalarType> dtype) {
+            const auto st = dtype.value_or(at::kDouble);
+            return std::make_shared<drb::GaussianMixtureDenoiser>(
+                drb::GaussianMixtureDenoiser::random(item_shape, components, seed, spread, st));
+          },
+          py::arg("item_shape"), py::arg("components"), py::arg("seed") = 0, py::arg("spread") = 1.0,
+          py::arg("dtype") = py::none())
+      .def_property_readonly("means", &drb::GaussianMixtureDenoiser::means)
+      .def_property_readonly("stds", &drb::GaussianMixtureDenoiser::stds)
+      .def_property_readonly("weights", &drb::GaussianMixtureDenoiser::weights);
+
+  py::class_<drb::ParameterizedDenoiser, drb::Denoiser, std::shared_ptr<drb::ParameterizedDenoiser>>(m, "Parameterized")
+      .def(py::init([](py::object net, const std::string& prediction) {
+             drb::check_arg(PyCallable_Check(net.ptr()), "net must be callable as net(input, time)");
+             drb::NetworkFn fn = [net](const at::Tensor& input, double time) {
+               py::gil_scoped_acquire gil;
+               return call_tensor(net, "the network", py::make_tuple(input, sigma_tensor(input, time)));
+             };
+             return std::make_shared<drb::ParameterizedDenoiser>(fn, drb::prediction_from_name(prediction));
+           }),
+           py::arg("net"), py::arg("prediction"));
+
+  py::class_<drb::GuidedDenoiser, drb::Denoiser, std::shared_ptr<drb::GuidedDenoiser>>(m, "Guided")
+      .def(py::init([](py::object model, const std::string& method, double scale, std::vector<double> scale_schedule,
+                       double sigma_start, double sigma_end, bool batched, int64_t zero_init_steps, double apg_eta,
+                       double apg_norm_threshold, double apg_momentum) {
+             drb::check_arg(PyCallable_Check(model.ptr()), "model must be callable as model(x, sigma, branches)");
+             drb::GuidanceOptions o{method,  scale,           std::move(scale_schedule), sigma_start,       sigma_end,
+                                    batched, zero_init_steps, apg_eta,                   apg_norm_threshold, apg_momentum};
+             return std::make_shared<drb::GuidedDenoiser>(std::make_shared<PyConditional>(model), o);
+           }),
+           py::arg("model"), py::kw_only(), py::arg("method") = "cfg", py::arg("scale") = 5.0,
+           py::arg("scale_schedule") = std::vector<double>{}, py::arg("sigma_start") = std::numeric_limits<double>::infinity(),
+           py::arg("sigma_end") = 0.0, py::arg("batched") = true, py::arg("zero_init_steps") = 0, py::arg("apg_eta") = 0.0,
+           py::arg("apg_norm_threshold") = 0.0, py::arg("apg_momentum") = 0.0)
+      .def("begin_step", &drb::GuidedDenoiser::begin_step)
+      .def("current_scale", &drb::GuidedDenoiser::current_scale);
+  m.def("cfg_combine", &drb::cfg_combine);
+  m.def("cfg_zero_combine", &drb::cfg_zero_combine);
+
+  py::class_<drb::SamplerState>(m, "SamplerState")
+      .def_readwrite("sampler", &drb::SamplerState::sampler)
+      .def_readwrite("step", &drb::SamplerState::step)
+      .def_readwrite("x", &drb::SamplerState::x)
+      .def_readwrite("tensors", &drb::SamplerState::tensors)
+      .def_readwrite("scalars", &drb::SamplerState::scalars)
+      .def_readwrite("cancelled", &drb::SamplerState::cancelled)
+      .def("save", &drb::SamplerState::save, py::arg("path"))
+      .def_static("load", &drb::SamplerState::load, py::arg("path"));
+  m.def("start_state", &drb::start_state, py::arg("sampler"), py::arg("x"));
+
+  m.def(
+      "run",
+      [](py::object model, drb::SamplerState state, const at::Tensor& sigmas, std::optional<double> eta, double s_noise,
+         double s_churn, double s_tmin, double s_tmax, int order, bool uni_pc_corrector, double dpmpp_sde_r,
+         uint64_t seed, int64_t batch_offset, py::object noise, py::object callback) {
+        auto d = as_denoiser(model);
+        const auto o = make_options(eta, s_noise, s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed,
+                                    batch_offset, noise, callback);
+        py::gil_scoped_release nogil;
+        return drb::run(*d, std::move(state), sigmas, o);
+      },
+      py::arg("model"), py::arg("state"), py::arg("sigmas"), DRB_SAMPLE_KWARGS);
+
+  m.def(
+      "sample",
+      [](py::object model, const at::Tensor& x, const at::Tensor& sigmas, const std::string& sampler,
+         std::optional<double> eta, double s_noise, double s_churn, double s_tmin, double s_tmax, int order,
+         bool uni_pc_corrector, double dpmpp_sde_r, uint64_t seed, int64_t batch_offset, py::object noise,
+         py::object callback) {
+        auto d = as_denoiser(model);
+        const auto o = make_options(eta, s_noise, s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed,
+                                    batch_offset, noise, callback);
+        py::gil_scoped_release nogil;
+        return drb::sample(*d, x, sigmas, sampler, o);
+      },
+      py::arg("model"), py::arg("x"), py::arg("sigmas"), py::arg("sampler") = "dpmpp_2m", DRB_SAMPLE_KWARGS);
+
+  namespace sch = drb::schedules;
+  auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");
+  s.def("karras", &sch::karras, py::arg("n"), py::arg("sigma_min"), py::arg("sigma_max"), py::arg("rho") = 7.0);
+  s.def("exponential", &sch::exponential, py::arg("n"), py::arg("sigma_min"), py::arg("sigma_max"));
+  s.def("polyexponential", &sch::polyexponential, py::arg("n"), py::arg("sigma_min"), py::arg("sigma_max"),
+        py::arg("rho") = 1.0);
+  s.def("vp", &sch::vp, py::arg("n"), py::arg("beta_d") = 19.9, py::arg("beta_min") = 0.1, py::arg("eps_s") = 1e-3);
+  s.def("kl_optimal", &sch::kl_optimal, py::arg("n"), py::arg("sigma_min"), py::arg("sigma_max"));
+  s.def("discrete_vp_sigmas", &sch::discrete_vp_sigmas, py::arg("num_train_steps") = 1000,
+        py::arg("beta_start") = 0.00085, py::arg("beta_end") = 0.012, py::arg("beta_schedule") = "scaled_linear");
+  s.def("simple", &sch::simple, py::arg("n"), py::arg("model_sigmas"));
+  s.def("sgm_uniform", &sch::sgm_uniform, py::arg("n"), py::arg("model_sigmas"));
+  s.def("ddim_uniform", &sch::ddim_uniform, py::arg("n"), py::arg("model_sigmas"));
+  s.def("beta", &sch::beta, py::arg("n"), py::arg("model_sigmas"), py::arg("alpha") = 0.6, py::arg("beta") = 0.6);
+  s.def("linear_quadratic", &sch::linear_quadratic, py::arg("n"), py::arg("threshold_noise") = 0.025,
+        py::arg("linear_steps") = py::none());
+  s.def(
+      "flow_shift",
+      [](int64_t n, double shift, std::optional<double> mu, std::optional<double> shift_terminal,
+         int64_t num_train_timesteps, const std::string& spacing) {
+        drb::check_arg(spacing == "euler" || spacing == "unipc", "flow_shift: spacing must be 'euler' or 'unipc'");
+        return sch::flow_shift(n, sch::FlowShift{shift, mu, shift_terminal, num_train_timesteps,
+                                                 spacing == "unipc" ? sch::FlowSpacing::unipc : sch::FlowSpacing::euler});
+      },
+      py::arg("n"), py::arg("shift") = 1.0, py::arg("mu") = py::none(), py::arg("shift_terminal") = py::none(),
+      py::arg("num_train_timesteps") = 1000, py::arg("spacing") = "euler");
+  s.def("flow_mu", &sch::flow_mu, py::arg("seq_len"), py::arg("base_seq_len") = 256, py::arg("max_seq_len") = 4096,
+        py::arg("base_shift") = 0.5, py::arg("max_shift") = 1.15);
+  s.def("custom", &sch::custom, py::arg("sigmas"));
+  s.def("validate", &sch::validate, py::arg("sigmas"));
+  s.def("split_for_strength", &sch::split_for_strength, py::arg("sigmas"), py::arg("strength"));
+  s.def("names", &sch::names);
+  s.def("flow_t_to_sigma", &drb::flow_t_to_sigma, py::arg("t"));
+  s.def("sigma_to_flow_t", &drb::sigma_to_flow_t, py::arg("sigma"));
+}

@@ -1,0 +1,83 @@
+"""derrumbe: physics-conditioned video diffusion inference.
+
+Samplers follow k-diffusion's conventions: a model is any callable ``model(x, sigma) -> x0``
+on torch tensors (``sigma`` a tensor of shape ``[B]``), in the variance-exploding form
+``x = x0 + sigma * noise``; sigmas are a decreasing 1-D float64 tensor, usually ending in 0.
+"""
+import math
+
+import torch  # loads LibTorch before the native module
+
+from . import _derrumbe, schedules
+from ._derrumbe import (
+    Cancelled,
+    Denoiser,
+    GaussianMixture,
+    Guided,
+    Parameterized,
+    SamplerState,
+    cfg_combine,
+    cfg_zero_combine,
+    randn,
+    samplers,
+    start_state,
+)
+
+__version__ = _derrumbe.version()
+__all__ = [
+    "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "cfg_combine",
+    "cfg_zero_combine", "randn", "run", "sample", "samplers", "schedules", "start_state",
+]
+
+
+def _as_sigmas(sigmas):
+    if isinstance(sigmas, torch.Tensor):
+        return sigmas
+    return torch.tensor(list(sigmas), dtype=torch.float64)
+
+
+def _with_progress(num_steps, progress, callback):
+    """A per-step callback that advances a tqdm bar and forwards to the user's callback."""
+    if not progress and callback is None:
+        return None, None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps)
+
+    def step(info):
+        if bar is not None:
+            bar.update(1)
+        return bool(callback(info)) if callback is not None else False
+
+    return step, bar
+
+
+def sample(model, x, sigmas, sampler="dpmpp_2m", *, progress=True, callback=None, **options):
+    """Sample from ``x`` (already scaled to ``sigmas[0]``) and return the final ``x``.
+
+    ``callback(info)`` gets a dict (step, num_steps, sigma, sigma_next, x, denoised) after each
+    step and returns a true value to cancel (raising :class:`Cancelled`). Options: eta, s_noise,
+    s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed, batch_offset, and
+    ``noise(like, step, draw, sigma, sigma_next)`` to supply the noise of stochastic steps.
+    """
+    sigmas = _as_sigmas(sigmas)
+    step, bar = _with_progress(max(len(sigmas) - 1, 0), progress, callback)
+    try:
+        return _derrumbe.sample(model, x, sigmas, sampler, callback=step, **options)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run(model, state, sigmas, *, progress=True, callback=None, **options):
+    """Continue a :class:`SamplerState` (from :func:`start_state`, a cancelled run or
+    ``SamplerState.load``) to the end of ``sigmas``; returns the new state."""
+    sigmas = _as_sigmas(sigmas)
+    step, bar = _with_progress(max(len(sigmas) - 1 - state.step, 0), progress, callback)
+    try:
+        return _derrumbe.run(model, state, sigmas, callback=step, **options)
+    finally:
+        if bar is not None:
+            bar.close()
