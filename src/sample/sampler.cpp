@@ -53,20 +53,22 @@ SamplerState run(Denoiser& model, SamplerState st, const at::Tensor& sigmas, con
   }
   check_arg(opt.dpmpp_sde_r > 0 && opt.dpmpp_sde_r <= 1, "sample: dpmpp_sde_r must be in (0, 1]");
 
-  at::Tensor x = st.x;
+  // The loop owns x alone (st.x is set on exit), so solvers may update it in place; a tensor
+  // anyone else holds (the caller's input, a callback's copy, solver history) is never written.
+  at::Tensor x = std::move(st.x);
   st.cancelled = false;
   for (int64_t i = st.step; i < n; ++i) {
     model.begin_step(i, n, s[static_cast<size_t>(i)]);
     detail::Step step{model, s, i, opt, st, eta, order, {}, 0};
-    x = info.fn(step, x);
+    x = info.fn(step, std::move(x));
     st.step = i + 1;
-    st.x = x;
     if (opt.callback && opt.callback(StepInfo{i, n, s[static_cast<size_t>(i)], s[static_cast<size_t>(i + 1)], x,
                                               step.denoised})) {
       st.cancelled = true;
-      return st;
+      break;
     }
   }
+  st.x = std::move(x);
   return st;
 }
 

@@ -2,6 +2,8 @@
 // paper; names and defaults follow k-diffusion / ComfyUI so results are comparable.
 #include "solvers.hpp"
 
+#include "derrumbe/core/lincomb.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -57,28 +59,31 @@ at::Tensor euler(Step& st, at::Tensor x) {
   const double sigma_hat = churn(st, x);
   const at::Tensor den = st.denoise(x, sigma_hat);
   // x + d * (sigma_next - sigma_hat), written as an interpolation that stays exact for huge sigma.
-  return at::lerp(den, x, st.sigma(st.i + 1) / sigma_hat);
+  const double r = st.sigma(st.i + 1) / sigma_hat;
+  return lincomb({{r, &x}, {1 - r, &den}}, &x);
 }
 
 at::Tensor euler_ancestral(Step& st, at::Tensor x) {
   const double s = st.sigma(st.i), sn = st.sigma(st.i + 1);
   const at::Tensor den = st.denoise(x, s);
   const auto [down, up] = ancestral(s, sn, st.eta);
-  x = at::lerp(den, x, down / s);
-  if (sn > 0) x = x + st.noise(x, s, sn) * (st.opt.s_noise * up);
-  return x;
+  const double r = down / s;  // x + d * (down - s) as an interpolation, exact for huge sigma
+  if (sn == 0) return lincomb({{r, &x}, {1 - r, &den}}, &x);
+  const at::Tensor n = st.noise(x, s, sn);
+  return lincomb({{r, &x}, {1 - r, &den}, {st.opt.s_noise * up, &n}}, &x);
 }
 
 at::Tensor heun(Step& st, at::Tensor x) {
   const double sigma_hat = churn(st, x);
   const double sn = st.sigma(st.i + 1);
   const at::Tensor den = st.denoise(x, sigma_hat);
-  const at::Tensor d = to_d(x, sigma_hat, den);
   const double dt = sn - sigma_hat;
-  if (sn == 0) return x + d * dt;
-  const at::Tensor x_2 = x + d * dt;
-  const at::Tensor d_2 = to_d(x_2, sn, st.denoise(x_2, sn));
-  return x + (d + d_2) * (dt / 2);
+  if (sn == 0) return x + to_d(x, sigma_hat, den) * dt;
+  // x_2 = x + d dt, then x + (d + d_2) dt / 2 with d = (x - den) / sigma_hat, d_2 = (x_2 - den_2) / sn.
+  const at::Tensor x_2 = lincomb({{1 + dt / sigma_hat, &x}, {-dt / sigma_hat, &den}});
+  const at::Tensor den_2 = st.denoise(x_2, sn);
+  const double a = dt / (2 * sigma_hat), b = dt / (2 * sn);
+  return lincomb({{1 + a, &x}, {-a, &den}, {b, &x_2}, {-b, &den_2}}, &x);
 }
 
 double log_midpoint(double a, double b) { return std::exp(std::log(a) + 0.5 * (std::log(b) - std::log(a))); }
@@ -188,13 +193,16 @@ at::Tensor dpmpp_2m(Step& st, at::Tensor x) {
   const at::Tensor den = st.denoise(x, s);
   auto& old = st.state.tensors;  // [old_denoised]
   const double h = lambda_of(sn) - lambda_of(s);
-  at::Tensor den_d = den;
-  if (!old.empty() && sn != 0) {
-    const double h_last = lambda_of(s) - lambda_of(st.sigma(st.i - 1));
-    const double r = h_last / h;
-    den_d = den * (1 + 1 / (2 * r)) - old[0] * (1 / (2 * r));
+  if (sn == 0) {
+    x = den;
+  } else if (old.empty()) {
+    x = lincomb({{sn / s, &x}, {-std::expm1(-h), &den}}, &x);
+  } else {
+    // Second order: the denoised estimate extrapolated with the previous one.
+    const double r = (lambda_of(s) - lambda_of(st.sigma(st.i - 1))) / h;
+    const double b = -std::expm1(-h);
+    x = lincomb({{sn / s, &x}, {b * (1 + 1 / (2 * r)), &den}, {-b / (2 * r), &old[0]}}, &x);
   }
-  x = sn == 0 ? den_d : x * (sn / s) - den_d * std::expm1(-h);
   old = {den};
   return x;
 }
@@ -286,54 +294,61 @@ std::vector<double> solve_small(std::vector<std::vector<double>> a, std::vector<
 }
 
 // One UniPC update from the model outputs `outs` at `sigs` (newest last) to sigma_t, starting
-// from sample x at sigs.back(). corrector: rhos solve the full system and `model_t` (the
-// output at sigma_t) enters as the last term; predictor: the system without its last row.
+// from sample x at sigs.back(). Predictor (model_t null): rhos solve the order conditions
+// without their last row. Corrector: the full system, with the output `model_t` at sigma_t as
+// the last term. The result is linear in x and the outputs, so it is formed in one fused pass.
 template <bool bh2>
 at::Tensor unipc_update(const at::Tensor& x, const std::vector<at::Tensor>& outs, const std::vector<double>& sigs,
-                        double sigma_t, int order, const at::Tensor* model_t) {
+                        double sigma_t, int order, const at::Tensor* model_t, at::Tensor* reuse) {
   const at::Tensor& m0 = outs.back();
   const double sigma_s0 = sigs.back();
   const double lambda_s0 = lambda_of(sigma_s0);
   const double h = lambda_of(sigma_t) - lambda_s0;
   std::vector<double> rks;
-  std::vector<at::Tensor> D1s;
-  for (int k = 1; k < order; ++k) {
-    const size_t idx = outs.size() - 1 - static_cast<size_t>(k);
-    const double rk = (lambda_of(sigs[idx]) - lambda_s0) / h;
-    rks.push_back(rk);
-    D1s.push_back((outs[idx] - m0) / rk);
-  }
+  for (int k = 1; k < order; ++k)
+    rks.push_back((lambda_of(sigs[sigs.size() - 1 - static_cast<size_t>(k)]) - lambda_s0) / h);
   rks.push_back(1.0);
   const double hh = -h;
   const double h_phi_1 = std::expm1(hh);
   double h_phi_k = h_phi_1 / hh - 1;
   double factorial = 1;
   const double B_h = bh2 ? std::expm1(hh) : hh;
-  std::vector<std::vector<double>> R(static_cast<size_t>(order), std::vector<double>(static_cast<size_t>(order)));
-  std::vector<double> b(static_cast<size_t>(order));
-  for (int k = 1; k <= order; ++k) {
-    for (int c = 0; c < order; ++c) R[static_cast<size_t>(k - 1)][static_cast<size_t>(c)] = std::pow(rks[static_cast<size_t>(c)], k - 1);
-    b[static_cast<size_t>(k - 1)] = h_phi_k * factorial / B_h;
-    factorial *= k + 1;
+  const size_t n = static_cast<size_t>(order);
+  std::vector<std::vector<double>> R(n, std::vector<double>(n));
+  std::vector<double> b(n);
+  for (size_t k = 1; k <= n; ++k) {
+    for (size_t c = 0; c < n; ++c) R[k - 1][c] = std::pow(rks[c], static_cast<double>(k - 1));
+    b[k - 1] = h_phi_k * factorial / B_h;
+    factorial *= static_cast<double>(k + 1);
     h_phi_k = h_phi_k / hh - 1 / factorial;
   }
-  at::Tensor x_t = sigma_t == 0 ? m0.clone() : x * (sigma_t / sigma_s0) - m0 * h_phi_1;
-  if (model_t == nullptr) {  // predictor
-    if (D1s.empty()) return x_t;
-    std::vector<double> rhos;
-    if (order == 2) {
-      rhos = {0.5};
-    } else {
-      std::vector<std::vector<double>> Rp(R.begin(), R.end() - 1);
-      for (auto& row : Rp) row.pop_back();
-      rhos = solve_small(Rp, std::vector<double>(b.begin(), b.end() - 1));
-    }
-    for (size_t k = 0; k < D1s.size(); ++k) x_t = x_t - D1s[k] * (B_h * rhos[k]);
-    return x_t;
+  std::vector<double> rhos;
+  if (model_t != nullptr) {
+    rhos = order == 1 ? std::vector<double>{0.5} : solve_small(R, b);
+  } else if (order == 2) {
+    rhos = {0.5};
+  } else if (order > 2) {
+    std::vector<std::vector<double>> Rp(R.begin(), R.end() - 1);
+    for (auto& row : Rp) row.pop_back();
+    rhos = solve_small(Rp, std::vector<double>(b.begin(), b.end() - 1));
   }
-  const std::vector<double> rhos = order == 1 ? std::vector<double>{0.5} : solve_small(R, b);
-  for (size_t k = 0; k < D1s.size(); ++k) x_t = x_t - D1s[k] * (B_h * rhos[k]);
-  return x_t - (*model_t - m0) * (B_h * rhos.back());
+  // x_t = (sigma_t / sigma_s0) x - h_phi_1 m0 - B_h (sum_k rho_k D1_k [+ rho_c (model_t - m0)]),
+  // with D1_k = (m_k - m0) / r_k.
+  std::vector<LinearTerm> terms;
+  double c_m0 = -h_phi_1;
+  if (sigma_t != 0) terms.emplace_back(sigma_t / sigma_s0, &x);
+  for (int k = 1; k < order; ++k) {
+    const double w = -B_h * rhos[static_cast<size_t>(k - 1)] / rks[static_cast<size_t>(k - 1)];
+    terms.emplace_back(w, &outs[outs.size() - 1 - static_cast<size_t>(k)]);
+    c_m0 -= w;
+  }
+  if (model_t != nullptr) {
+    const double w = -B_h * rhos.back();
+    terms.emplace_back(w, model_t);
+    c_m0 -= w;
+  }
+  terms.emplace_back(c_m0, &m0);
+  return lincomb(terms, reuse);
 }
 
 // History: tensors = [model outputs (newest last)..., last_sample];
@@ -355,13 +370,14 @@ at::Tensor uni_pc(Step& st, at::Tensor x) {
   int lower_order_nums = static_cast<int>(S[1]);
 
   const at::Tensor m = st.denoise(x, s);
+  T.clear();  // the history is rebuilt below; dropping it lets the old buffers be reused
   if (st.opt.uni_pc_corrector && st.i > 0 && last_sample.defined())
-    x = unipc_update<bh2>(last_sample, outs, sigs, s, prev_order, &m);
+    x = unipc_update<bh2>(last_sample, outs, sigs, s, prev_order, &m, &x);
   push_limited(outs, m, static_cast<size_t>(st.order));
   push_limited(sigs, s, static_cast<size_t>(st.order));
   int this_order = static_cast<int>(std::min<int64_t>(st.order, st.num_steps() - st.i));  // lower order at the end
   this_order = std::min(this_order, lower_order_nums + 1);                                 // warm-up
-  const at::Tensor x_next = unipc_update<bh2>(x, outs, sigs, sn, this_order, nullptr);
+  const at::Tensor x_next = unipc_update<bh2>(x, outs, sigs, sn, this_order, nullptr, &last_sample);
   lower_order_nums = std::min(lower_order_nums + 1, st.order);
 
   T = outs;
