@@ -430,12 +430,14 @@ at::Tensor deis(Step& st, at::Tensor x) {
   auto& sigs = st.state.scalars;
   push_limited(eps, to_d(x, s, den), static_cast<size_t>(st.order));
   push_limited(sigs, s, static_cast<size_t>(st.order));
-  // Warm-up from the history available; first order at the last step (and second order at
-  // the one before it for short schedules), as diffusers' lower_order_final does.
+  // Warm-up from the history available. Like diffusers' lower_order_final, schedules of fewer
+  // than 15 steps end with a first-order step (second order before it); a step to sigma 0
+  // is always first order (the plain denoised estimate: nothing to extrapolate toward).
   int order = static_cast<int>(eps.size());
   const int64_t remaining = st.num_steps() - st.i;
-  if (remaining == 1) order = 1;
-  if (remaining == 2 && st.num_steps() < 15) order = std::min(order, 2);
+  const bool short_schedule = st.num_steps() < 15;
+  if (remaining == 1 && (short_schedule || sn == 0)) order = 1;
+  if (remaining == 2 && short_schedule) order = std::min(order, 2);
   std::vector<double> u;
   for (int k = 0; k < order; ++k) u.push_back(std::log(sigs[sigs.size() - 1 - static_cast<size_t>(k)]));
   for (int k = 0; k < order; ++k)

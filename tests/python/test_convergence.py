@@ -4,10 +4,10 @@ tolerance on the exact Gaussian-mixture denoiser) falls at the solver's order.
 
 The orders asserted are those of the solvers as implemented: Euler/DDIM are first order;
 Heun, DPM-Solver-2 and DPM-Solver++(2M) second order. The multistep solvers of higher nominal
-order (lms 4, deis 3, uni_pc 3, ipndm 4) start with lower-order steps and, like diffusers,
-finish with a first-order step (lower_order_final), whose local error O(h^2) caps the global
-order at 2; they are held to 2 (lms reaches about 3.4 before that asymptote, which the
-test also checks stays above 2). iPNDM's fixed Adams-Bashforth coefficients assume equal
+order (lms 4, deis 3, uni_pc 3, ipndm 4) start from a first-order step (there is no history
+yet), whose local error O(h^2) caps the global order at 2 (uni_pc also ends with a
+first-order step, as diffusers' lower_order_final does); they are held to 2, and lms, which
+reaches about 3.4 before that asymptote, is also checked to stay above 3 here. iPNDM's fixed Adams-Bashforth coefficients assume equal
 steps in sigma, so it is measured on a linear-in-sigma schedule."""
 import numpy as np
 import pytest

@@ -321,19 +321,9 @@ def test_flow_mu_matches_calculate_shift(seq_len):
 
 # ---- 4: DEIS --------------------------------------------------------------------------------------
 
-# derrumbe's deis always takes its last step at order 1; diffusers' lower_order_final (order 1
-# at the last step, <= 2 at the one before) only applies below 15 steps, so at >= 15 steps
-# diffusers takes the last step (to sigma_min, never 0) at full order.
-DEIS_LAST_STEP_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="derrumbe deis (src/sample/solvers.cpp, deis()) forces order 1 at the last step for any number of "
-    "steps; diffusers' lower_order_final only lowers it below 15 steps",
-)
-
-
-@pytest.mark.parametrize(
-    "steps", [5, 10, 14, pytest.param(15, marks=DEIS_LAST_STEP_XFAIL), pytest.param(25, marks=DEIS_LAST_STEP_XFAIL)]
-)
+# diffusers' lower_order_final (order 1 at the last step, <= 2 at the one before) applies below
+# 15 steps only; from 15 steps on, both take the last step (to sigma_min, never 0) at full order.
+@pytest.mark.parametrize("steps", [5, 10, 14, 15, 25])
 @pytest.mark.parametrize("solver_order", [2, 3])
 def test_deis(solver_order, steps):
     scheduler = DEISMultistepScheduler(**SD_BETAS, prediction_type="epsilon", solver_order=solver_order)
