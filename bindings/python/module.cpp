@@ -27,6 +27,12 @@ PyObject* python_type(drb::ErrorCode code) {
   }
 }
 
+// Tensors handed to Python are fresh aliases (same storage, new TensorImpl): once Python drops
+// them the sampler's own tensor is again uniquely owned and can be updated in place, while a
+// reference Python keeps (a model's cache, a callback's list) still holds the storage and so
+// blocks in-place reuse, as it must.
+at::Tensor for_python(const at::Tensor& t) { return t.alias(); }
+
 // sigma as k-diffusion passes it: a tensor of shape [B] on x's device and dtype.
 at::Tensor sigma_tensor(const at::Tensor& x, double sigma) { return at::full({x.size(0)}, sigma, x.options()); }
 
@@ -54,7 +60,7 @@ class PyDenoiser : public drb::Denoiser {
   explicit PyDenoiser(py::object fn) : fn_(std::move(fn)) {}
   at::Tensor denoise(const at::Tensor& x, double sigma) override {
     py::gil_scoped_acquire gil;
-    return call_tensor(fn_, "the model", py::make_tuple(x, sigma_tensor(x, sigma)));
+    return call_tensor(fn_, "the model", py::make_tuple(for_python(x), sigma_tensor(x, sigma)));
   }
 
  private:
@@ -69,7 +75,7 @@ class PyConditional : public drb::ConditionalDenoiser {
     py::gil_scoped_acquire gil;
     py::list names;
     for (auto b : branches) names.append(b == drb::Branch::cond ? "cond" : "uncond");
-    return call_tensor(fn_, "the model", py::make_tuple(x, sigma_tensor(x, sigma), names));
+    return call_tensor(fn_, "the model", py::make_tuple(for_python(x), sigma_tensor(x, sigma), names));
   }
 
  private:
@@ -100,7 +106,7 @@ drb::SampleOptions make_options(std::optional<double> eta, double s_noise, doubl
   if (!noise.is_none()) {
     o.noise = [noise](const at::Tensor& like, int64_t step, int64_t draw, double s, double sn) {
       py::gil_scoped_acquire gil;
-      return call_tensor(noise, "noise", py::make_tuple(like, step, draw, s, sn));
+      return call_tensor(noise, "noise", py::make_tuple(for_python(like), step, draw, s, sn));
     };
   }
   if (!callback.is_none()) {
@@ -111,8 +117,8 @@ drb::SampleOptions make_options(std::optional<double> eta, double s_noise, doubl
       d["num_steps"] = info.num_steps;
       d["sigma"] = info.sigma;
       d["sigma_next"] = info.sigma_next;
-      d["x"] = info.x;
-      d["denoised"] = info.denoised;
+      d["x"] = for_python(info.x);
+      d["denoised"] = for_python(info.denoised);
       return py::bool_(callback(d)).cast<bool>();
     };
   }
@@ -191,7 +197,7 @@ PYBIND11_MODULE(_derrumbe, m) {
              drb::check_arg(PyCallable_Check(net.ptr()), "net must be callable as net(input, time)");
              drb::NetworkFn fn = [net](const at::Tensor& input, double time) {
                py::gil_scoped_acquire gil;
-               return call_tensor(net, "the network", py::make_tuple(input, sigma_tensor(input, time)));
+               return call_tensor(net, "the network", py::make_tuple(for_python(input), sigma_tensor(input, time)));
              };
              return std::make_shared<drb::ParameterizedDenoiser>(fn, drb::prediction_from_name(prediction));
            }),

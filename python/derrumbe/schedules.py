@@ -9,7 +9,6 @@ sgm_uniform, ddim_uniform and beta pick from a model's discrete training sigmas
 from ._derrumbe import schedules as _native
 
 custom = _native.custom
-ddim_uniform = _native.ddim_uniform
 discrete_vp_sigmas = _native.discrete_vp_sigmas
 exponential = _native.exponential
 flow_mu = _native.flow_mu
@@ -20,13 +19,30 @@ kl_optimal = _native.kl_optimal
 linear_quadratic = _native.linear_quadratic
 names = _native.names
 polyexponential = _native.polyexponential
-sgm_uniform = _native.sgm_uniform
 sigma_to_flow_t = _native.sigma_to_flow_t
-simple = _native.simple
 split_for_strength = _native.split_for_strength
 validate = _native.validate
 vp = _native.vp
 
 
+def _table(model_sigmas):
+    """A model's training sigmas as a list of floats (accepts lists, arrays and tensors)."""
+    if hasattr(model_sigmas, "tolist"):
+        return [float(s) for s in model_sigmas.tolist()]
+    return [float(s) for s in model_sigmas]
+
+
+def simple(n, model_sigmas):
+    return _native.simple(n, _table(model_sigmas))
+
+
+def sgm_uniform(n, model_sigmas):
+    return _native.sgm_uniform(n, _table(model_sigmas))
+
+
+def ddim_uniform(n, model_sigmas):
+    return _native.ddim_uniform(n, _table(model_sigmas))
+
+
 def beta(n, model_sigmas, alpha=0.6, beta=0.6):
-    return _native.beta(n, model_sigmas, alpha, beta)
+    return _native.beta(n, _table(model_sigmas), alpha, beta)

@@ -104,6 +104,8 @@ double beta_cdf(double x, double a, double b) {
   return 1 - std::exp(lbt) * betacf(b, a, 1 - x) / b;
 }
 double beta_ppf(double p, double a, double b) {
+  if (p <= 0) return 0;
+  if (p >= 1) return 1;  // the CDF reaches 1.0 in floating point before x = 1
   double lo = 0, hi = 1;
   for (int it = 0; it < 200 && hi - lo > 1e-16; ++it) {
     const double mid = 0.5 * (lo + hi);
@@ -224,7 +226,12 @@ at::Tensor beta(int64_t n, const std::vector<double>& table, double alpha, doubl
   double last_t = -1;
   for (int64_t i = 0; i < n; ++i) {
     const double q = 1 - static_cast<double>(i) / static_cast<double>(n);
-    const double t = std::nearbyint(beta_ppf(q, alpha, beta_param) * total);
+    // Quantiles that land on a half-integer index (for example the median of a symmetric Beta)
+    // are snapped to it, so the tie rounds to even as numpy.rint does, whatever the last ulp.
+    double v = beta_ppf(q, alpha, beta_param) * total;
+    const double half = std::floor(v) + 0.5;
+    if (std::abs(v - half) < 1e-9) v = half;
+    const double t = std::nearbyint(v);
     if (t != last_t) s.push_back(table[static_cast<size_t>(t)]);
     last_t = t;
   }

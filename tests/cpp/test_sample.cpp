@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <set>
 #include <stdexcept>
 
 #include "derrumbe/derrumbe.hpp"
@@ -291,4 +292,24 @@ TEST_CASE("Gaussian mixture denoiser: exact posterior mean, float32 and float64"
   CHECK_THROWS_WITH_AS(two.denoise(at::ones({1, 2}, f64), 1.0), doctest::Contains("item shape"), drb::Error);
   CHECK_THROWS_WITH_AS(drb::GaussianMixtureDenoiser(at::ones({2, 1}, f64), at::ones({2}, f64), at::zeros({2}, f64)),
                        doctest::Contains("weights"), drb::Error);
+}
+
+TEST_CASE("solver steps update x in place when nothing else holds it") {
+  auto model = drb::GaussianMixtureDenoiser::random({4, 5}, 2, 1, 1.0, at::kFloat);
+  const at::Tensor xT = drb::randn({3, 4, 5}, drb::NoiseAddress{1, 0}, at::TensorOptions().dtype(at::kFloat)) * 10.0;
+  const at::Tensor sigmas = drb::schedules::karras(10, 0.03, 14.6);
+  for (const char* name : {"euler", "dpmpp_2m", "heun"}) {
+    CAPTURE(name);
+    std::set<const void*> buffers;
+    drb::SampleOptions opt;
+    opt.callback = [&](const drb::StepInfo& info) {
+      // The last step returns (or builds from) the denoised estimate, in a buffer of its own.
+      if (info.step < info.num_steps - 1) buffers.insert(info.x.const_data_ptr());
+      return false;
+    };
+    const at::Tensor before = xT.clone();
+    drb::sample(model, xT, sigmas, name, opt);
+    CHECK(buffers.size() == 1);  // one buffer after the first step, which must not write into xT
+    CHECK(at::equal(xT, before));
+  }
 }
