@@ -7,6 +7,9 @@
 
 namespace drb::physics {
 
+// piece_b of a bond that holds a piece to the ground.
+inline constexpr uint32_t kGroundPiece = 0xFFFFFFFFu;
+
 // A bond between two adjacent pieces: a breakable constraint whose strength follows the
 // material and the contact area.
 struct Bond {

@@ -26,7 +26,7 @@ struct Material {
   double density = 2400.0;        // kg/m^3
   double friction = 0.7;
   double restitution = 0.1;
-  double bond_strength = 2.0e6;   // N per m^2 of bonded contact area
+  double bond_strength = 3.0e6;   // N per m^2 of bonded contact area
 };
 
 struct CameraKey {
