@@ -7,6 +7,8 @@
 #include <pybind11/stl.h>
 
 #include "derrumbe/derrumbe.hpp"
+#include "derrumbe/physics/io.hpp"
+#include "derrumbe/physics/simulate.hpp"
 
 namespace py = pybind11;
 
@@ -123,6 +125,127 @@ drb::SampleOptions make_options(std::optional<double> eta, double s_noise, doubl
     };
   }
   return o;
+}
+
+namespace ph = drb::physics;
+
+// Copies a contiguous host array into a new tensor of `shape`.
+template <typename T>
+at::Tensor tensor_from(const T* data, std::vector<int64_t> shape, at::ScalarType dtype) {
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
+  if (t.numel() > 0) std::memcpy(t.data_ptr(), data, static_cast<size_t>(t.numel()) * sizeof(T));
+  return t;
+}
+
+void bind_physics(py::module_& m) {
+  py::class_<ph::Scene>(m, "Scene", "A destruction scene (docs/scene.md): buildings, triggers, cameras.")
+      .def_static("from_json", &ph::parse_scene, py::arg("text"))
+      .def_static("load", &ph::load_scene, py::arg("path"))
+      .def("to_json", [](const ph::Scene& s) { return ph::to_json(s); })
+      .def_readwrite("intensity", &ph::Scene::intensity)
+      .def_readwrite("seed", &ph::Scene::seed)
+      .def_readwrite("fps", &ph::Scene::fps)
+      .def_readwrite("duration", &ph::Scene::duration)
+      .def_property_readonly("num_frames", &ph::Scene::num_frames)
+      .def(
+          "_simulate",
+          [](const ph::Scene& scene, py::object callback) {
+            ph::SimProgress progress;
+            if (!callback.is_none())
+              progress = [callback](int64_t f, int64_t n) {
+                py::gil_scoped_acquire gil;
+                return py::bool_(callback(f, n)).cast<bool>();
+              };
+            py::gil_scoped_release nogil;
+            return ph::simulate(scene, progress);
+          },
+          py::arg("callback") = py::none());
+
+  py::class_<ph::SimTrack>(m, "SimTrack", "Per-piece meshes and rigid poses per frame, breaks, dust, cameras.")
+      .def_static("from_gltf", &ph::import_glb, py::arg("path"), py::arg("fps") = 24.0)
+      .def_static("load", &ph::load_track, py::arg("path"))
+      .def("to_gltf", [](const ph::SimTrack& t, const std::string& path) { ph::export_glb(t, path); }, py::arg("path"))
+      .def("save", [](const ph::SimTrack& t, const std::string& path) { ph::save_track(t, path); }, py::arg("path"))
+      .def_readonly("fps", &ph::SimTrack::fps)
+      .def_property_readonly("num_frames", &ph::SimTrack::num_frames)
+      .def_property_readonly("num_pieces", &ph::SimTrack::num_pieces)
+      .def_property_readonly(
+          "poses",
+          [](const ph::SimTrack& t) {
+            return tensor_from(t.poses.data(), {t.num_frames(), t.num_pieces(), 7}, at::kFloat);
+          },
+          "float32 [frames, pieces, 7]: qx, qy, qz, qw, tx, ty, tz")
+      .def(
+          "transforms",
+          [](const ph::SimTrack& t) {
+            at::Tensor out = at::empty({t.num_frames(), t.num_pieces(), 4, 4}, at::TensorOptions().dtype(at::kFloat));
+            auto a = out.accessor<float, 4>();
+            for (int64_t f = 0; f < t.num_frames(); ++f)
+              for (int64_t p = 0; p < t.num_pieces(); ++p) {
+                const Eigen::Matrix4d mat = t.pose(f, p).matrix();
+                for (int r = 0; r < 4; ++r)
+                  for (int c = 0; c < 4; ++c) a[f][p][r][c] = static_cast<float>(mat(r, c));
+              }
+            return out;
+          },
+          "float32 [frames, pieces, 4, 4] piece-to-world matrices")
+      .def_property_readonly("breaks",
+                             [](const ph::SimTrack& t) {
+                               const int64_t n = static_cast<int64_t>(t.breaks.size());
+                               at::Tensor frame = at::empty({n}, at::kLong), pieces = at::empty({n, 2}, at::kLong);
+                               at::Tensor pos = at::empty({n, 3}, at::kFloat), energy = at::empty({n}, at::kFloat);
+                               for (int64_t i = 0; i < n; ++i) {
+                                 const auto& b = t.breaks[static_cast<size_t>(i)];
+                                 frame[i] = b.frame;
+                                 pieces[i][0] = static_cast<int64_t>(b.piece_a);
+                                 pieces[i][1] = static_cast<int64_t>(b.piece_b);
+                                 for (int k = 0; k < 3; ++k) pos[i][k] = b.position[k];
+                                 energy[i] = b.energy;
+                               }
+                               py::dict d;
+                               d["frame"] = frame;
+                               d["pieces"] = pieces;
+                               d["position"] = pos;
+                               d["energy"] = energy;
+                               return d;
+                             })
+      .def(
+          "dust",
+          [](const ph::SimTrack& t, int64_t frame) {
+            drb::check_arg(frame >= 0 && frame < static_cast<int64_t>(t.dust.size()),
+                           "dust: frame " + std::to_string(frame) + " outside [0, " + std::to_string(t.dust.size()) + ")");
+            const auto& d = t.dust[static_cast<size_t>(frame)];
+            return tensor_from(d.data(), {static_cast<int64_t>(d.shape(0)), 5}, at::kFloat);
+          },
+          py::arg("frame"), "float32 [N, 5]: x, y, z, radius, opacity of the dust particles at a frame")
+      .def(
+          "piece_mesh",
+          [](const ph::SimTrack& t, int64_t piece) {
+            drb::check_arg(piece >= 0 && piece < t.num_pieces(), "piece " + std::to_string(piece) + " outside [0, " +
+                                                                    std::to_string(t.num_pieces()) + ")");
+            const auto& mesh = t.pieces[static_cast<size_t>(piece)].mesh;
+            at::Tensor v = at::empty({static_cast<int64_t>(mesh.vertices.size()), 3}, at::kFloat);
+            at::Tensor tri = at::empty({static_cast<int64_t>(mesh.triangles.size()), 3}, at::kLong);
+            for (size_t i = 0; i < mesh.vertices.size(); ++i)
+              for (int k = 0; k < 3; ++k) v[static_cast<int64_t>(i)][k] = mesh.vertices[i][k];
+            for (size_t i = 0; i < mesh.triangles.size(); ++i)
+              for (size_t k = 0; k < 3; ++k) tri[static_cast<int64_t>(i)][static_cast<int64_t>(k)] = static_cast<int64_t>(mesh.triangles[i][k]);
+            return py::make_tuple(v, tri);
+          },
+          py::arg("piece"), "(vertices float32 [V, 3] in the piece's local frame, triangles int64 [T, 3])")
+      .def_property_readonly("pieces", [](const ph::SimTrack& t) {
+        py::list out;
+        for (const auto& p : t.pieces) {
+          py::dict d;
+          d["id"] = p.id;
+          d["kind"] = ph::piece_kind_name(p.kind);
+          d["building"] = p.building;
+          d["material"] = t.materials.empty() ? std::string() : t.materials[p.material].name;
+          d["mass"] = p.mass;
+          out.append(d);
+        }
+        return out;
+      });
 }
 
 #define DRB_SAMPLE_KWARGS                                                                                          \
@@ -258,6 +381,8 @@ PYBIND11_MODULE(_derrumbe, m) {
         return drb::sample(*d, x, sigmas, sampler, o);
       },
       py::arg("model"), py::arg("x"), py::arg("sigmas"), py::arg("sampler") = "dpmpp_2m", DRB_SAMPLE_KWARGS);
+
+  bind_physics(m);
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

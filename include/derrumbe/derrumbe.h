@@ -113,6 +113,45 @@ DRB_CAPI drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype
 DRB_CAPI drb_status drb_randn(uint64_t seed, uint32_t stream, drb_dtype dtype, const int64_t* shape, size_t ndim,
                               void* out);
 
+/* ---- physics: scenes, simulation, tracks ---------------------------------------------------- */
+
+/* A parsed, validated scene (docs/scene.md). Free with drb_scene_free (NULL-safe). */
+typedef struct drb_scene drb_scene;
+/* A simulated or imported SimTrack. Free with drb_track_free (NULL-safe). */
+typedef struct drb_track drb_track;
+
+DRB_CAPI drb_status drb_scene_load(const char* path, drb_scene** out);
+DRB_CAPI drb_status drb_scene_parse(const char* json, size_t length, drb_scene** out);
+DRB_CAPI void drb_scene_free(drb_scene* scene);
+/* The scene as JSON into the caller's buffer; *needed receives the length plus 1 (the NUL). */
+DRB_CAPI drb_status drb_scene_to_json(const drb_scene* scene, char* buffer, size_t capacity, size_t* needed);
+
+/* Called once per simulated frame; return non-zero to cancel (DRB_ERR_CANCELLED). */
+typedef int (*drb_sim_progress_fn)(void* user, int64_t frame, int64_t num_frames);
+/* Fractures and simulates the scene; deterministic. */
+DRB_CAPI drb_status drb_simulate(const drb_scene* scene, drb_sim_progress_fn progress, void* progress_user,
+                                 drb_track** out);
+
+DRB_CAPI void drb_track_free(drb_track* track);
+DRB_CAPI drb_status drb_track_export_glb(const drb_track* track, const char* path);
+DRB_CAPI drb_status drb_track_import_glb(const char* path, double fps, drb_track** out);
+DRB_CAPI drb_status drb_track_save(const drb_track* track, const char* path);
+DRB_CAPI drb_status drb_track_load(const char* path, drb_track** out);
+
+/* Sizes; 0 for a NULL track. */
+DRB_CAPI int64_t drb_track_num_frames(const drb_track* track);
+DRB_CAPI int64_t drb_track_num_pieces(const drb_track* track);
+DRB_CAPI int64_t drb_track_num_breaks(const drb_track* track);
+DRB_CAPI double drb_track_fps(const drb_track* track);
+/* Poses of every piece at `frame`: num_pieces * 7 floats (qx, qy, qz, qw, tx, ty, tz). */
+DRB_CAPI drb_status drb_track_poses(const drb_track* track, int64_t frame, float* out, size_t capacity);
+/* A piece's mesh in its local frame. Vertex and triangle counts go to *num_vertices and
+ * *num_triangles (always); vertices (3 floats each) and triangles (3 indices each) are written
+ * when the capacities (in floats / indices) suffice, else DRB_ERR_INVALID_ARGUMENT. */
+DRB_CAPI drb_status drb_track_piece_mesh(const drb_track* track, int64_t piece, float* vertices, size_t vertex_capacity,
+                                         uint32_t* triangles, size_t triangle_capacity, size_t* num_vertices,
+                                         size_t* num_triangles);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,8 @@ from ._derrumbe import (
     Guided,
     Parameterized,
     SamplerState,
+    Scene,
+    SimTrack,
     cfg_combine,
     cfg_zero_combine,
     randn,
@@ -25,7 +27,8 @@ from ._derrumbe import (
 
 __version__ = _derrumbe.version()
 __all__ = [
-    "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "cfg_combine",
+    "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "Scene", "SimTrack",
+    "cfg_combine",
     "cfg_zero_combine", "randn", "run", "sample", "samplers", "schedules", "start_state",
 ]
 
@@ -81,3 +84,29 @@ def run(model, state, sigmas, *, progress=True, callback=None, **options):
     finally:
         if bar is not None:
             bar.close()
+
+
+def _simulate(scene, *, progress=True, callback=None):
+    """Fracture and simulate the scene on Bullet; returns a :class:`SimTrack`.
+
+    ``callback(frame, num_frames)`` runs after each frame and returns a true value to cancel
+    (raising :class:`Cancelled`). Deterministic: the same scene gives identical tracks."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max(scene.num_frames - 1, 0), unit="frame")
+
+    def step(frame, num_frames):
+        if bar is not None:
+            bar.update(1)
+        return bool(callback(frame, num_frames)) if callback is not None else False
+
+    try:
+        return scene._simulate(step if (progress or callback is not None) else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+Scene.simulate = _simulate

@@ -8,6 +8,8 @@
 #include <string>
 
 #include "derrumbe/derrumbe.h"
+#include "derrumbe/physics/io.hpp"
+#include "derrumbe/physics/simulate.hpp"
 #include "derrumbe/sample/sampler.hpp"
 #include "derrumbe/sample/schedules.hpp"
 
@@ -83,6 +85,28 @@ class CallbackDenoiser : public drb::Denoiser {
   drb_denoise_fn fn_;
   void* user_;
 };
+
+}  // namespace
+
+struct drb_scene {
+  drb::physics::Scene scene;
+};
+struct drb_track {
+  drb::physics::SimTrack track;
+};
+
+namespace {
+
+template <typename T>
+void check_out(T** out) {
+  drb::check_arg(out != nullptr, "out is NULL");
+  *out = nullptr;
+}
+void check_path(const char* path) { drb::check_arg(path != nullptr, "path is NULL"); }
+const drb::physics::SimTrack& track_of(const drb_track* t) {
+  drb::check_arg(t != nullptr, "track is NULL");
+  return t->track;
+}
 
 }  // namespace
 
@@ -192,6 +216,117 @@ drb_status drb_randn(uint64_t seed, uint32_t stream, drb_dtype dtype, const int6
     const auto sh = read_shape(shape, ndim);
     const at::Tensor n = drb::randn(sh, drb::NoiseAddress{seed, stream, 0, 0}, at::TensorOptions().dtype(st));
     at::from_blob(out, sh, at::TensorOptions().dtype(st)).copy_(n);
+  });
+}
+
+drb_status drb_scene_load(const char* path, drb_scene** out) {
+  return guard([&] {
+    check_out(out);
+    check_path(path);
+    *out = new drb_scene{drb::physics::load_scene(path)};
+  });
+}
+
+drb_status drb_scene_parse(const char* json, size_t length, drb_scene** out) {
+  return guard([&] {
+    check_out(out);
+    drb::check_arg(json != nullptr, "json is NULL");
+    *out = new drb_scene{drb::physics::parse_scene(std::string(json, length))};
+  });
+}
+
+void drb_scene_free(drb_scene* scene) { delete scene; }
+
+drb_status drb_scene_to_json(const drb_scene* scene, char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] {
+    drb::check_arg(scene != nullptr, "scene is NULL");
+    const std::string text = drb::physics::to_json(scene->scene);
+    if (needed != nullptr) *needed = text.size() + 1;
+    drb::check_arg(buffer != nullptr && capacity > text.size(),
+                   "buffer holds " + std::to_string(capacity) + " bytes, " + std::to_string(text.size() + 1) + " needed");
+    std::memcpy(buffer, text.c_str(), text.size() + 1);
+  });
+}
+
+drb_status drb_simulate(const drb_scene* scene, drb_sim_progress_fn progress, void* progress_user, drb_track** out) {
+  return guard([&] {
+    check_out(out);
+    drb::check_arg(scene != nullptr, "scene is NULL");
+    drb::physics::SimProgress p;
+    if (progress != nullptr) p = [&](int64_t f, int64_t n) { return progress(progress_user, f, n) != 0; };
+    *out = new drb_track{drb::physics::simulate(scene->scene, p)};
+  });
+}
+
+void drb_track_free(drb_track* track) { delete track; }
+
+drb_status drb_track_export_glb(const drb_track* track, const char* path) {
+  return guard([&] {
+    check_path(path);
+    drb::physics::export_glb(track_of(track), path);
+  });
+}
+
+drb_status drb_track_import_glb(const char* path, double fps, drb_track** out) {
+  return guard([&] {
+    check_out(out);
+    check_path(path);
+    *out = new drb_track{drb::physics::import_glb(path, fps)};
+  });
+}
+
+drb_status drb_track_save(const drb_track* track, const char* path) {
+  return guard([&] {
+    check_path(path);
+    drb::physics::save_track(track_of(track), path);
+  });
+}
+
+drb_status drb_track_load(const char* path, drb_track** out) {
+  return guard([&] {
+    check_out(out);
+    check_path(path);
+    *out = new drb_track{drb::physics::load_track(path)};
+  });
+}
+
+int64_t drb_track_num_frames(const drb_track* track) { return track ? track->track.num_frames() : 0; }
+int64_t drb_track_num_pieces(const drb_track* track) { return track ? track->track.num_pieces() : 0; }
+int64_t drb_track_num_breaks(const drb_track* track) {
+  return track ? static_cast<int64_t>(track->track.breaks.size()) : 0;
+}
+double drb_track_fps(const drb_track* track) { return track ? track->track.fps : 0.0; }
+
+drb_status drb_track_poses(const drb_track* track, int64_t frame, float* out, size_t capacity) {
+  return guard([&] {
+    const auto& t = track_of(track);
+    drb::check_arg(frame >= 0 && frame < t.num_frames(),
+                   "frame " + std::to_string(frame) + " outside [0, " + std::to_string(t.num_frames()) + ")");
+    const size_t n = static_cast<size_t>(t.num_pieces()) * 7;
+    drb::check_arg(out != nullptr && capacity >= n,
+                   "out holds " + std::to_string(capacity) + " floats, " + std::to_string(n) + " needed");
+    std::memcpy(out, &t.poses(static_cast<size_t>(frame), 0, 0), n * sizeof(float));
+  });
+}
+
+drb_status drb_track_piece_mesh(const drb_track* track, int64_t piece, float* vertices, size_t vertex_capacity,
+                                uint32_t* triangles, size_t triangle_capacity, size_t* num_vertices,
+                                size_t* num_triangles) {
+  return guard([&] {
+    const auto& t = track_of(track);
+    drb::check_arg(piece >= 0 && piece < t.num_pieces(),
+                   "piece " + std::to_string(piece) + " outside [0, " + std::to_string(t.num_pieces()) + ")");
+    const auto& mesh = t.pieces[static_cast<size_t>(piece)].mesh;
+    if (num_vertices != nullptr) *num_vertices = mesh.vertices.size();
+    if (num_triangles != nullptr) *num_triangles = mesh.triangles.size();
+    drb::check_arg(vertices != nullptr && vertex_capacity >= 3 * mesh.vertices.size() && triangles != nullptr &&
+                       triangle_capacity >= 3 * mesh.triangles.size(),
+                   "mesh buffers too small: " + std::to_string(3 * mesh.vertices.size()) + " floats and " +
+                       std::to_string(3 * mesh.triangles.size()) + " indices needed");
+    for (size_t i = 0; i < mesh.vertices.size(); ++i)
+      for (int k = 0; k < 3; ++k) vertices[3 * i + static_cast<size_t>(k)] = mesh.vertices[i][k];
+    for (size_t i = 0; i < mesh.triangles.size(); ++i)
+      for (size_t k = 0; k < 3; ++k) triangles[3 * i + k] = mesh.triangles[i][k];
   });
 }
 

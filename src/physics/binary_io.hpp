@@ -50,7 +50,7 @@ inline std::vector<uint8_t> read_file(const std::string& path) {
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), size);
-  check(in.good() || (size == 0 && !in.bad()), ErrorCode::io, path + ": read failed");
+  check(in.good(), ErrorCode::io, path + ": read failed");
   return bytes;
 }
 

@@ -48,7 +48,9 @@ constexpr int kArrayBuffer = 34962, kElementArrayBuffer = 34963;
 constexpr int kTriangles = 4;
 constexpr double kImportDensity = 2400.0;      // kg/m^3 for imported pieces (glTF has no density)
 constexpr double kImportTargetDistance = 10.0;  // m in front of an imported camera
-constexpr int64_t kMaxFrames = 1'000'000;
+// Bounds on what a (possibly corrupt) key time can make us sample and allocate.
+constexpr int64_t kMaxFrames = 100'000;
+constexpr uint64_t kMaxPoseValues = uint64_t{1} << 28;  // frames * pieces * 7 floats (1 GiB)
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -354,6 +356,8 @@ class GlbDocument {
   size_t bin_size = 0;
   bool has_bin = false;
 
+  GlbDocument(const GlbDocument&) = delete;  // `bin` points into `bytes`
+  GlbDocument& operator=(const GlbDocument&) = delete;
   explicit GlbDocument(const std::string& file) : path(file), bytes(detail::read_file(file)) {
     ByteReader r(bytes.data(), bytes.size(), path);
     if (bytes.empty()) r.fail("empty file: not a .glb");
@@ -532,7 +536,7 @@ struct Node {
   Vec3 translation{0, 0, 0}, scale{1, 1, 1};
   Quat rotation = Quat::Identity();
   std::optional<uint64_t> mesh, camera;
-  const json* derrumbe = nullptr;  // extras.derrumbe
+  const json* derrumbe = nullptr;  // extras.derrumbe, when it is an object
   std::optional<Channel> animated[3];  // translation, rotation, scale
 };
 
@@ -678,8 +682,11 @@ class Importer {
 
     SimTrack track;
     track.fps = fps_;
-    const int64_t frames = num_frames();
     select_pieces_and_cameras();
+    const int64_t frames = num_frames();
+    if (static_cast<uint64_t>(frames) * pieces_.size() * 7 > kMaxPoseValues)
+      g_.fail("animations", std::to_string(frames) + " frames of " + std::to_string(pieces_.size()) +
+                                " pieces are more poses than one track holds; import at a lower fps");
     read_materials(track);
     track.poses = xt::xtensor<float, 3>::from_shape({static_cast<size_t>(frames), pieces_.size(), 7});
     track.pieces.resize(pieces_.size());
@@ -775,7 +782,7 @@ class Importer {
     const size_t element = static_cast<size_t>(out.comps * csize);
 
     if (!GlbDocument::find(acc, "bufferView")) {  // no data: all zeros, as the spec says
-      if (out.count > (uint64_t{1} << 28)) g_.fail(where, "count is too large");
+      if (out.count > (uint64_t{1} << 24)) g_.fail(where, "count is too large for an accessor without data");
       out.values.assign(out.count * out.comps, 0.0);
       return out;
     }
@@ -846,7 +853,8 @@ class Importer {
       if (GlbDocument::find(j, "camera")) node.camera = g_.uint(j, "camera", where);
       if (node.mesh && GlbDocument::find(j, "skin"))
         g_.fail(node_name(n), "skinned meshes are unsupported (not rigid pieces)", ErrorCode::unsupported);
-      if (const json* extras = GlbDocument::find(j, "extras")) node.derrumbe = GlbDocument::find(*extras, "derrumbe");
+      if (const json* extras = GlbDocument::find(j, "extras"))
+        if (const json* d = GlbDocument::find(*extras, "derrumbe"); d && d->is_object()) node.derrumbe = d;
     }
     for (size_t n = 0; n < list.size(); ++n)
       for (const json& c : g_.array(list[n], "children", "node " + std::to_string(n))) {
@@ -963,8 +971,9 @@ class Importer {
   int64_t num_frames() const {
     const double frames = std::floor(duration_ * fps_ + 1e-3) + 1;
     if (frames > static_cast<double>(kMaxFrames))
-      g_.fail("animations", "last " + std::to_string(duration_) + " s, over the limit of " +
-                                std::to_string(kMaxFrames) + " frames at " + std::to_string(fps_) + " fps");
+      g_.fail("animations", "last " + std::to_string(duration_) + " s: " + std::to_string(frames) +
+                                " frames at " + std::to_string(fps_) + " fps, over the limit of " +
+                                std::to_string(kMaxFrames));
     return static_cast<int64_t>(frames);
   }
 
@@ -983,7 +992,7 @@ class Importer {
     std::vector<size_t> sorted = order_;
     std::sort(sorted.begin(), sorted.end());  // pieces in node order (a derrumbe export: piece p = node p)
     for (size_t n : sorted) {
-      if (nodes_[n].mesh || (nodes_[n].derrumbe && nodes_[n].derrumbe->is_object())) pieces_.push_back(n);
+      if (nodes_[n].mesh || nodes_[n].derrumbe) pieces_.push_back(n);
       if (nodes_[n].camera) {
         const json& cam = g_.element("cameras", *nodes_[n].camera, node_name(n));
         if (g_.string(cam, "type", "camera " + std::to_string(*nodes_[n].camera), std::nullopt) == "perspective")

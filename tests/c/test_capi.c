@@ -33,6 +33,73 @@ static int gaussian_denoise(void* user, const void* x, void* out, size_t count, 
   return 0;
 }
 
+static int stop_at_frame_3(void* user, int64_t frame, int64_t num_frames) {
+  (void)num_frames;
+  ++*(int*)user;
+  return frame == 3;
+}
+
+/* Physics through the C API: parse, simulate, query, export and import, cache, errors. */
+static void test_physics(void) {
+  const char* bad_json = "{\"version\": 1, \"buildings\": [";
+  const char* unknown_key = "{\"version\": 1, \"buildings\": [{\"colour\": 3}]}";
+  drb_scene* scene = NULL;
+  drb_track* track = NULL;
+  drb_track* again = NULL;
+  char json[8192];
+  size_t needed = 0, nv = 0, nt = 0;
+  float poses[7 * 4096];
+  float vertices[3 * 256];
+  uint32_t triangles[3 * 512];
+  int calls = 0;
+
+  CHECK(drb_scene_parse(bad_json, strlen(bad_json), &scene) == DRB_ERR_PARSE && scene == NULL);
+  CHECK(drb_scene_parse(unknown_key, strlen(unknown_key), &scene) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "buildings[0].colour: unknown key") != NULL);
+  CHECK(drb_scene_load("/nonexistent/scene.json", &scene) == DRB_ERR_NOT_FOUND);
+  CHECK(drb_scene_load(DRB_EXAMPLES_DIR "/scenes/small.json", &scene) == DRB_OK && scene != NULL);
+  CHECK(drb_scene_to_json(scene, json, sizeof json, &needed) == DRB_OK);
+  CHECK(needed == strlen(json) + 1 && strstr(json, "\"floors\": 3") != NULL);
+  CHECK(drb_scene_to_json(scene, json, 4, &needed) == DRB_ERR_INVALID_ARGUMENT);
+
+  CHECK(drb_simulate(scene, stop_at_frame_3, &calls, &track) == DRB_ERR_CANCELLED && track == NULL);
+  CHECK(calls == 3);
+  CHECK(drb_simulate(scene, NULL, NULL, &track) == DRB_OK && track != NULL);
+  CHECK(drb_track_num_frames(track) == 48);
+  CHECK(drb_track_fps(track) == 24.0);
+  CHECK(drb_track_num_pieces(track) > 20 && drb_track_num_pieces(track) <= 4096);
+  CHECK(drb_track_num_breaks(track) > 0);
+  CHECK(drb_track_poses(track, 47, poses, sizeof poses / sizeof poses[0]) == DRB_OK);
+  CHECK(drb_track_poses(track, 48, poses, sizeof poses / sizeof poses[0]) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_track_poses(track, 0, poses, 3) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_track_piece_mesh(track, 0, vertices, 3 * 256, triangles, 3 * 512, &nv, &nt) == DRB_OK);
+  CHECK(nv >= 8 && nt >= 12);
+  CHECK(drb_track_piece_mesh(track, 0, vertices, 3, triangles, 3, &nv, &nt) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_track_piece_mesh(track, -1, vertices, 3 * 256, triangles, 3 * 512, &nv, &nt) == DRB_ERR_INVALID_ARGUMENT);
+
+  CHECK(drb_track_save(track, "test_capi_track.drbtrack") == DRB_OK);
+  CHECK(drb_track_load("test_capi_track.drbtrack", &again) == DRB_OK);
+  CHECK(drb_track_num_pieces(again) == drb_track_num_pieces(track));
+  drb_track_free(again);
+  again = NULL;
+  CHECK(drb_track_export_glb(track, "test_capi_track.glb") == DRB_OK);
+  CHECK(drb_track_import_glb("test_capi_track.glb", 24.0, &again) == DRB_OK);
+  CHECK(drb_track_num_frames(again) == 48 && drb_track_num_pieces(again) == drb_track_num_pieces(track));
+  {
+    drb_track* wrong = NULL;
+    CHECK(drb_track_load("test_capi_track.glb", &wrong) == DRB_ERR_PARSE && wrong == NULL);
+    CHECK(strstr(drb_last_error(), "test_capi_track.glb") != NULL);
+  }
+  remove("test_capi_track.drbtrack");
+  remove("test_capi_track.glb");
+  drb_track_free(again);
+  drb_track_free(track);
+  drb_scene_free(scene);
+  drb_scene_free(NULL);
+  drb_track_free(NULL);
+  CHECK(drb_track_num_frames(NULL) == 0);
+}
+
 static int stop_after_two(void* user, int64_t step, int64_t num_steps, double sigma, double sigma_next) {
   (void)user; (void)num_steps; (void)sigma; (void)sigma_next;
   return step == 1;
@@ -119,6 +186,8 @@ int main(void) {
     old.sampler = "heun";
     CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 2, x, sigmas, n, &old) == DRB_OK);
   }
+
+  test_physics();
 
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;

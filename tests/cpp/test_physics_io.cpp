@@ -29,10 +29,20 @@ namespace {
 
 // ---- files -----------------------------------------------------------------------------------
 
+// A per-process scratch folder, removed at exit.
+struct ScratchDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("drb_test_io_" + std::to_string(::getpid()));
+  ScratchDir() { std::filesystem::create_directories(path); }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 std::string temp_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("drb_test_io_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
+  static const ScratchDir dir;
+  return (dir.path / name).string();
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
@@ -723,6 +733,23 @@ TEST_CASE("glb: corrupt and unsupported files are clear errors") {
     write_bytes(path, glb_bytes(doc.dump(), bin));
     const SimTrack t = import_glb(path, 4.0);
     CHECK(t.pieces[0].mass == doctest::Approx(2400.0 * 8.0 * 2.0 / 6.0));
+  }
+  // A corrupt key time far in the future: refused before sampling or allocating.
+  {
+    auto bin = h.bin;
+    write_le<float>(bin, 92, 3.0e7f);
+    write_bytes(path, glb_bytes(h.doc.dump(), bin));
+    CHECK_THROWS_WITH_AS(import_glb(path), doctest::Contains("over the limit of 100000"), drb::Error);
+  }
+  // Deeply nested JSON (parsed iteratively; extras are not walked).
+  {
+    json doc = h.doc;
+    doc["extras"] = json::object();
+    std::string text = doc.dump();
+    text.pop_back();  // drop the closing brace
+    text += R"(, "deep": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    write_bytes(path, glb_bytes(text, h.bin));
+    CHECK(import_glb(path, 4.0).num_frames() == 5);
   }
   // Every message names the file.
   {

@@ -95,7 +95,7 @@ struct Scene {
   std::vector<Camera> cameras;
   Limits limits;
 
-  int64_t num_frames() const;
+  DRB_EXPORT int64_t num_frames() const;
   // Index of a material by name; throws Error(not_found) naming the known ones.
   DRB_EXPORT size_t material_index(const std::string& name) const;
 };
