@@ -98,6 +98,7 @@ struct World {
 };
 
 constexpr double kReleaseTime = 0.4;  // s
+constexpr double kSettleTime = 1.0;   // s
 
 struct Dust {
   std::vector<Eigen::Vector3d> x, v;
@@ -176,10 +177,6 @@ SimTrack simulate(const Scene& scene, const SimProgress& progress) {
     const bool waiting_projectile = p.kind == PieceKind::debris && p.building < 0;
     w.in_world.push_back(!waiting_projectile);
     if (!waiting_projectile) w.world.addRigidBody(w.bodies.back().get());
-    // The structure starts at rest, asleep: it is in equilibrium as built, and a trigger (or a
-    // collision) wakes it. Without this, the bonds' elastic settling under the sudden
-    // gravity would be simulated as if it were an event.
-    w.bodies.back()->setActivationState(ISLAND_SLEEPING);
   }
   for (const Bond& b : fr.bonds) {
     btRigidBody& A = *w.bodies[b.piece_a];
@@ -189,11 +186,34 @@ SimTrack simulate(const Scene& scene, const SimProgress& progress) {
     const Eigen::Isometry3d ground_pose = Eigen::Isometry3d::Identity();
     const Eigen::Isometry3d& pose_b = b.piece_b == kGroundPiece ? ground_pose : start[b.piece_b];
     auto c = std::make_unique<btFixedConstraint>(A, B, bt(start[b.piece_a].inverse() * joint), bt(pose_b.inverse() * joint));
-    c->setBreakingImpulseThreshold(static_cast<btScalar>(b.strength * dt));
     w.world.addConstraint(c.get(), /*disableCollisionsBetweenLinkedBodies=*/true);
     w.bonds.push_back(std::move(c));
     w.bond_active.push_back(true);
   }
+
+  // Settling: the structure as built is not yet loaded. It settles under gravity for
+  // kSettleTime with unbreakable bonds and heavy damping, so that the loads reach their static
+  // equilibrium; only then do bonds get their strengths (their elastic transient would
+  // otherwise be simulated as if it were damage). Frame 0 is the settled state.
+  for (auto& body : w.bodies) body->setDamping(0.9f, 0.9f);
+  for (int s = 0; s < static_cast<int>(std::lround(kSettleTime / dt)); ++s) w.world.stepSimulation(static_cast<btScalar>(dt), 0);
+  for (size_t i = 0; i < n; ++i) {
+    btRigidBody& body = *w.bodies[i];
+    body.setDamping(0.0f, 0.05f);
+    body.setLinearVelocity(btVector3(0, 0, 0));
+    body.setAngularVelocity(btVector3(0, 0, 0));
+    if (w.in_world[i]) {
+      btTransform settled;
+      body.getMotionState()->getWorldTransform(settled);
+      const btQuaternion q = settled.getRotation();
+      start[i].linear() = Quat(q.w(), q.x(), q.y(), q.z()).toRotationMatrix();
+      start[i].translation() = Vec3(settled.getOrigin().x(), settled.getOrigin().y(), settled.getOrigin().z());
+    }
+    // The structure starts at rest, asleep: a trigger (or a collision) wakes it.
+    body.setActivationState(ISLAND_SLEEPING);
+  }
+  for (size_t k = 0; k < w.bonds.size(); ++k)
+    w.bonds[k]->setBreakingImpulseThreshold(static_cast<btScalar>(fr.bonds[k].strength * dt));
 
   // Which floor of its building each piece belongs to (for charges and support removal).
   std::vector<int> floor_of(n, -1);
