@@ -1,7 +1,10 @@
 """Physics from Python: scenes, simulation, SimTrack arrays, and .glb files that independent
 glTF readers (pygltflib, trimesh) open."""
 import json
+import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pygltflib
@@ -122,3 +125,26 @@ def test_glb_and_cache_round_trips(small_track, tmp_path):
     (tmp_path / "bad.glb").write_bytes(b"glTF" + struct.pack("<II", 2, 1000) + b"\x00" * 12)  # claims 1000 bytes
     with pytest.raises(ValueError, match="truncated|bad.glb"):
         derrumbe.SimTrack.from_gltf(str(tmp_path / "bad.glb"))
+
+
+@pytest.mark.skipif(shutil.which("blender") is None, reason="Blender is not installed (.ci/setup installs it)")
+def test_glb_imports_in_blender(small_track, tmp_path):
+    """Blender's own glTF importer reads the export: every piece as an animated mesh."""
+    path = tmp_path / "collapse.glb"
+    small_track.to_gltf(str(path))
+    script = Path(__file__).parent / "blender" / "import_glb.py"
+    # Blender embeds the system Python; a PATH that leads to another Python (pyenv's) makes it
+    # pick up the wrong prefix, so it runs with the system PATH.
+    env = dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    out = subprocess.run([shutil.which("blender"), "-b", "--python", str(script), "--", str(path)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("DERRUMBE_BLENDER ")]
+    assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+    found = json.loads(lines[0].split(" ", 1)[1])
+    assert found["meshes"] == small_track.num_pieces
+    assert found["animated"] == small_track.num_pieces
+    assert found["cameras"] == 1
+    assert found["last_frame"] == small_track.num_frames - 1
+    # The collapse moves pieces by metres in Blender as in derrumbe.
+    moved = (small_track.poses[-1, :, 4:] - small_track.poses[0, :, 4:]).norm(dim=1).max().item()
+    assert found["max_moved"] == pytest.approx(moved, rel=1e-3)
