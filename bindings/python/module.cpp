@@ -9,6 +9,8 @@
 #include "derrumbe/derrumbe.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/simulate.hpp"
+#include "derrumbe/render/output.hpp"
+#include "derrumbe/render/tensor.hpp"
 
 namespace py = pybind11;
 
@@ -137,6 +139,20 @@ at::Tensor tensor_from(const T* data, std::vector<int64_t> shape, at::ScalarType
   return t;
 }
 
+void bind_render(py::module_& m) {
+  py::class_<drb::render::AOVs>(m, "AOVs", "The conditioning images of one rendered frame.")
+      .def_readonly("width", &drb::render::AOVs::width)
+      .def_readonly("height", &drb::render::AOVs::height)
+      .def("write_exr", [](const drb::render::AOVs& a, const std::string& path) { drb::render::write_exr(a, path); },
+           py::arg("path"))
+      .def("write_png", [](const drb::render::AOVs& a, const std::string& what, const std::string& path) {
+             drb::render::write_png(a, what, path);
+           }, py::arg("what"), py::arg("path"));
+  m.def("aov_channel_names", &drb::render::aov_channel_names);
+  m.def("aovs_to_tensor", &drb::render::aovs_to_tensor, py::arg("frames"), py::arg("channels"), py::arg("height") = 0,
+        py::arg("width") = 0, "float32 [F, C, H, W] of the named channels, resized when height/width are given");
+}
+
 void bind_physics(py::module_& m) {
   py::class_<ph::Scene>(m, "Scene", "A destruction scene (docs/scene.md): buildings, triggers, cameras.")
       .def_static("from_json", &ph::parse_scene, py::arg("text"))
@@ -233,6 +249,24 @@ void bind_physics(py::module_& m) {
             return py::make_tuple(v, tri);
           },
           py::arg("piece"), "(vertices float32 [V, 3] in the piece's local frame, triangles int64 [T, 3])")
+      .def(
+          "_render",
+          [](const ph::SimTrack& t, int camera, int64_t first, int64_t last, int width, int height, int supersample,
+             int threads, bool dust) {
+            drb::check_arg(camera >= 0 && camera < static_cast<int>(t.cameras.size()),
+                           "camera " + std::to_string(camera) + " outside the track's " +
+                               std::to_string(t.cameras.size()) + " cameras");
+            drb::render::RenderOptions o;
+            o.width = width;
+            o.height = height;
+            o.supersample = supersample;
+            o.threads = threads;
+            o.dust = dust;
+            py::gil_scoped_release nogil;
+            return drb::render::render_sequence(t, t.cameras[static_cast<size_t>(camera)], first, last, o);
+          },
+          py::arg("camera"), py::arg("first"), py::arg("last"), py::arg("width"), py::arg("height"),
+          py::arg("supersample"), py::arg("threads"), py::arg("dust"))
       .def_property_readonly("pieces", [](const ph::SimTrack& t) {
         py::list out;
         for (const auto& p : t.pieces) {
@@ -383,6 +417,7 @@ PYBIND11_MODULE(_derrumbe, m) {
       py::arg("model"), py::arg("x"), py::arg("sigmas"), py::arg("sampler") = "dpmpp_2m", DRB_SAMPLE_KWARGS);
 
   bind_physics(m);
+  bind_render(m);
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

@@ -10,7 +10,10 @@ import torch  # loads LibTorch before the native module
 
 from . import _derrumbe, schedules
 from ._derrumbe import (
+    AOVs,
     Cancelled,
+    aov_channel_names,
+    aovs_to_tensor,
     Denoiser,
     GaussianMixture,
     Guided,
@@ -27,7 +30,7 @@ from ._derrumbe import (
 
 __version__ = _derrumbe.version()
 __all__ = [
-    "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "Scene", "SimTrack",
+    "AOVs", "aov_channel_names", "aovs_to_tensor", "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "Scene", "SimTrack",
     "cfg_combine",
     "cfg_zero_combine", "randn", "run", "sample", "samplers", "schedules", "start_state",
 ]
@@ -110,3 +113,15 @@ def _simulate(scene, *, progress=True, callback=None):
 
 
 Scene.simulate = _simulate
+
+
+def _render(track, camera=0, first=0, last=None, *, width=832, height=480, supersample=1, threads=0, dust=True):
+    """Render frames [first, last) of the track from camera `camera` (an index into the
+    scene's cameras): a list of :class:`AOVs` (depth, ids, normals, alpha, proxy RGB, dust,
+    exact forward/backward optical flow, occlusion). ``aovs_to_tensor(frames, channels)`` turns
+    them into a [F, C, H, W] tensor; ``frame.write_exr(path)`` writes a multi-channel EXR."""
+    last = track.num_frames if last is None else last
+    return track._render(camera, first, last, width, height, supersample, threads, dust)
+
+
+SimTrack.render = _render
