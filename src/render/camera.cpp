@@ -67,15 +67,9 @@ CameraState camera_at(const physics::Camera& camera, double time) {
     check_arg(keys[i].time > keys[i - 1].time, "camera_at: camera '" + camera.name + "' has two keys at time " +
                                                    fmt(keys[i].time) + " (key times must be distinct)");
 
-  auto state_of = [](const physics::CameraKey& k) {
-    CameraState s;
-    s.position = k.position;
-    s.target = k.target;
-    s.up = k.up;
-    s.focal_length_mm = k.focal_length_mm;
-    s.sensor_width_mm = k.sensor_width_mm;
-    s.sensor_height_mm = k.sensor_height_mm;
-    return s;
+  auto state_of = [time](physics::CameraKey k) {
+    k.time = time;
+    return k;
   };
   if (keys.size() == 1 || time <= keys.front().time) return state_of(keys.front());
   if (time >= keys.back().time) return state_of(keys.back());
@@ -100,6 +94,7 @@ CameraState camera_at(const physics::Camera& camera, double time) {
   const size_t ia = i - lo, ib = ia + 1;
   // The window's end velocities are one-sided only where the window ends at the first/last key.
   CameraState out;
+  out.time = time;
   out.position = hermite(a.position, vp[ia], b.position, vp[ib], dt, s);
   out.target = hermite(a.target, vt[ia], b.target, vt[ib], dt, s);
   out.up = (1 - s) * a.up + s * b.up;

@@ -9,15 +9,8 @@ namespace drb::render {
 
 using physics::Vec3;
 
-// The camera at one instant (a physics::CameraKey without its time).
-struct CameraState {
-  Vec3 position{0, 1.7, 30};
-  Vec3 target{0, 10, 0};
-  Vec3 up{0, 1, 0};
-  double focal_length_mm = 35;
-  double sensor_width_mm = 36;
-  double sensor_height_mm = 20.25;
-};
+// The camera at one instant: a key of the camera path (camera_at sets its time).
+using CameraState = physics::CameraKey;
 
 // Interpolates a keyframed camera at `time`: position and target along centripetal
 // Catmull-Rom splines through the keys (smooth, passing through every key), up and lens
