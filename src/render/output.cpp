@@ -306,19 +306,8 @@ AOVs read_exr(const std::string& path) {
     check(file.isComplete(), ErrorCode::parse,
           "read_exr: " + quoted(path) + " is incomplete (truncated or not finished writing)");
 
-    AOVs a;
-    a.width = static_cast<int>(W);
-    a.height = static_cast<int>(H);
+    AOVs a = AOVs::blank(static_cast<int>(W), static_cast<int>(H));
     const size_t h = size_t(H), w = size_t(W);
-    a.depth = xt::xtensor<float, 2>::from_shape({h, w});
-    a.piece_id = xt::xtensor<int32_t, 2>::from_shape({h, w});
-    a.normal = xt::xtensor<float, 3>::from_shape({h, w, 3});
-    a.alpha = xt::xtensor<float, 2>::from_shape({h, w});
-    a.rgb = xt::xtensor<float, 3>::from_shape({h, w, 3});
-    a.dust = xt::xtensor<float, 2>::from_shape({h, w});
-    a.flow_forward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-    a.flow_backward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-    a.occlusion = xt::xtensor<float, 2>::from_shape({h, w});
     std::vector<float> ids(h * w);
 
     Imf::FrameBuffer frame_buffer;

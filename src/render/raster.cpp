@@ -656,30 +656,7 @@ FrameResult render_one(const SimTrack& track, const std::vector<uint8_t>& closed
 
   const size_t H = static_cast<size_t>(o.height), W = static_cast<size_t>(o.width);
   FrameResult result;
-  AOVs& a = result.aovs;
-  a.width = o.width;
-  a.height = o.height;
-  a.depth = xt::xtensor<float, 2>::from_shape({H, W});
-  std::fill(a.depth.begin(), a.depth.end(), std::numeric_limits<float>::infinity());
-  a.piece_id = xt::xtensor<int32_t, 2>::from_shape({H, W});
-  std::fill(a.piece_id.begin(), a.piece_id.end(), -1);
-  auto zeros2 = [&] {
-    xt::xtensor<float, 2> t = xt::xtensor<float, 2>::from_shape({H, W});
-    std::fill(t.begin(), t.end(), 0.0f);
-    return t;
-  };
-  auto zeros3 = [&](size_t c) {
-    xt::xtensor<float, 3> t = xt::xtensor<float, 3>::from_shape({H, W, c});
-    std::fill(t.begin(), t.end(), 0.0f);
-    return t;
-  };
-  a.normal = zeros3(3);
-  a.alpha = zeros2();
-  a.rgb = zeros3(3);
-  a.dust = zeros2();
-  a.flow_forward = zeros3(2);
-  a.flow_backward = zeros3(2);
-  a.occlusion = zeros2();
+  result.aovs = AOVs::blank(o.width, o.height);
   result.next_z.assign(H * W, std::numeric_limits<float>::quiet_NaN());
 
   TileContext ctx{fr, o, mode, result, {}, -1, {}};
@@ -754,6 +731,30 @@ std::vector<AOVs> render_sequence(const SimTrack& track, const physics::Camera& 
   out.reserve(static_cast<size_t>(last - first));
   for (int64_t f = first; f < last; ++f) out.push_back(std::move(frames[static_cast<size_t>(f - first)].aovs));
   return out;
+}
+
+AOVs AOVs::blank(int width, int height) {
+  check_arg(width >= 0 && height >= 0, "AOVs::blank: negative size");
+  const size_t H = static_cast<size_t>(height), W = static_cast<size_t>(width);
+  AOVs a;
+  a.width = width;
+  a.height = height;
+  a.depth = xt::xtensor<float, 2>::from_shape({H, W});
+  std::fill(a.depth.begin(), a.depth.end(), std::numeric_limits<float>::infinity());
+  a.piece_id = xt::xtensor<int32_t, 2>::from_shape({H, W});
+  std::fill(a.piece_id.begin(), a.piece_id.end(), -1);
+  auto zeros = [](std::vector<size_t> shape, auto& t) {
+    t = std::decay_t<decltype(t)>::from_shape(shape);
+    std::fill(t.begin(), t.end(), 0.0f);
+  };
+  zeros({H, W, 3}, a.normal);
+  zeros({H, W}, a.alpha);
+  zeros({H, W, 3}, a.rgb);
+  zeros({H, W}, a.dust);
+  zeros({H, W, 2}, a.flow_forward);
+  zeros({H, W, 2}, a.flow_backward);
+  zeros({H, W}, a.occlusion);
+  return a;
 }
 
 std::vector<std::string> aov_channel_names() {

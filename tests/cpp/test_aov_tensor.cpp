@@ -28,19 +28,8 @@ const std::vector<std::string> kAll{"Z",         "id",        "N.x",        "N.y
 // Every channel c of frame f holds 1000 f + 100 c + (y W + x) (ids as int32), except depth,
 // which is +inf on the first row (empty).
 AOVs make_aovs(int W, int H, int f = 0) {
-  AOVs a;
-  a.width = W;
-  a.height = H;
+  AOVs a = AOVs::blank(W, H);
   const size_t h = size_t(H), w = size_t(W);
-  a.depth = xt::xtensor<float, 2>::from_shape({h, w});
-  a.piece_id = xt::xtensor<int32_t, 2>::from_shape({h, w});
-  a.normal = xt::xtensor<float, 3>::from_shape({h, w, 3});
-  a.alpha = xt::xtensor<float, 2>::from_shape({h, w});
-  a.rgb = xt::xtensor<float, 3>::from_shape({h, w, 3});
-  a.dust = xt::xtensor<float, 2>::from_shape({h, w});
-  a.flow_forward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-  a.flow_backward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-  a.occlusion = xt::xtensor<float, 2>::from_shape({h, w});
   for (size_t y = 0; y < h; ++y)
     for (size_t x = 0; x < w; ++x) {
       auto v = [&](int c) { return float(1000 * f + 100 * c) + float(y * w + x); };

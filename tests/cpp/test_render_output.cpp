@@ -57,19 +57,8 @@ const float kInf = std::numeric_limits<float>::infinity();
 // Varied AOVs: empty pixels (inf depth, id -1), fractional alpha, negative and large flows,
 // out-of-range shading, a NaN, a negative zero, a denormal and the largest exact id.
 AOVs make_aovs(int W = 37, int H = 23, int seed = 0) {
-  AOVs a;
-  a.width = W;
-  a.height = H;
+  AOVs a = AOVs::blank(W, H);
   const size_t h = size_t(H), w = size_t(W);
-  a.depth = xt::xtensor<float, 2>::from_shape({h, w});
-  a.piece_id = xt::xtensor<int32_t, 2>::from_shape({h, w});
-  a.normal = xt::xtensor<float, 3>::from_shape({h, w, 3});
-  a.alpha = xt::xtensor<float, 2>::from_shape({h, w});
-  a.rgb = xt::xtensor<float, 3>::from_shape({h, w, 3});
-  a.dust = xt::xtensor<float, 2>::from_shape({h, w});
-  a.flow_forward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-  a.flow_backward = xt::xtensor<float, 3>::from_shape({h, w, 2});
-  a.occlusion = xt::xtensor<float, 2>::from_shape({h, w});
   for (size_t y = 0; y < h; ++y)
     for (size_t x = 0; x < w; ++x) {
       const float fx = float(x), fy = float(y), s = float(seed);

@@ -22,6 +22,9 @@ struct AOVs {
   xt::xtensor<float, 3> flow_forward;   // [H, W, 2] (du, dv) pixels to the next frame, 0 where empty
   xt::xtensor<float, 3> flow_backward;  // [H, W, 2] (du, dv) pixels to the previous frame
   xt::xtensor<float, 2> occlusion;      // [H, W] 1 where the forward motion is occluded or leaves the frame
+
+  // A frame of the given size showing nothing: depth +inf, ids -1, everything else 0.
+  DRB_EXPORT static AOVs blank(int width, int height);
 };
 
 struct RenderOptions {
