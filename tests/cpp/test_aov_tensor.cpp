@@ -2,6 +2,8 @@
 // occlusion, scaled flow vectors, depth with +inf background) and errors. AOVs built by hand.
 #include <doctest/doctest.h>
 
+#include "checks.hpp"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -18,6 +20,8 @@ using namespace drb::render;
 using drb::ErrorCode;
 
 namespace {
+
+using drb::test::expect_error;
 
 const float kInf = std::numeric_limits<float>::infinity();
 
@@ -46,18 +50,6 @@ AOVs make_aovs(int W, int H, int f = 0) {
   return a;
 }
 
-void expect_error(const std::function<void()>& f, ErrorCode code, const std::vector<std::string>& parts) {
-  bool thrown = false;
-  try {
-    f();
-  } catch (const drb::Error& e) {
-    thrown = true;
-    CHECK_MESSAGE(e.code() == code, "code " << drb::error_code_name(e.code()) << ", message: " << e.what());
-    for (const std::string& p : parts)
-      CHECK_MESSAGE(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
-  }
-  CHECK_MESSAGE(thrown, "no drb::Error thrown");
-}
 
 bool sizes_are(const at::Tensor& t, const std::vector<int64_t>& sizes) { return t.sizes().vec() == sizes; }
 

@@ -2,6 +2,8 @@
 // DCC-style .glb, structural checks of the export, and corrupt input of every kind (each must be
 // a drb::Error with a clear message, never a crash or an out-of-bounds read).
 #include <doctest/doctest.h>
+
+#include "checks.hpp"
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -200,32 +202,12 @@ SimTrack make_track(size_t frames = 30) {
 
 void check_same_materials(const SimTrack& a, const SimTrack& b) {
   REQUIRE(a.materials.size() == b.materials.size());
-  for (size_t i = 0; i < a.materials.size(); ++i) {
-    CHECK(a.materials[i].name == b.materials[i].name);
-    CHECK(a.materials[i].look == b.materials[i].look);
-    CHECK(a.materials[i].density == b.materials[i].density);
-    CHECK(a.materials[i].friction == b.materials[i].friction);
-    CHECK(a.materials[i].restitution == b.materials[i].restitution);
-    CHECK(a.materials[i].bond_strength == b.materials[i].bond_strength);
-  }
+  for (size_t i = 0; i < a.materials.size(); ++i) drb::test::check_same(a.materials[i], b.materials[i]);
 }
 
 void check_same_cameras(const SimTrack& a, const SimTrack& b) {
   REQUIRE(a.cameras.size() == b.cameras.size());
-  for (size_t c = 0; c < a.cameras.size(); ++c) {
-    CHECK(a.cameras[c].name == b.cameras[c].name);
-    REQUIRE(a.cameras[c].keys.size() == b.cameras[c].keys.size());
-    for (size_t k = 0; k < a.cameras[c].keys.size(); ++k) {
-      const CameraKey &x = a.cameras[c].keys[k], &y = b.cameras[c].keys[k];
-      CHECK(x.time == y.time);
-      CHECK(x.position == y.position);
-      CHECK(x.target == y.target);
-      CHECK(x.up == y.up);
-      CHECK(x.focal_length_mm == y.focal_length_mm);
-      CHECK(x.sensor_width_mm == y.sensor_width_mm);
-      CHECK(x.sensor_height_mm == y.sensor_height_mm);
-    }
-  }
+  for (size_t c = 0; c < a.cameras.size(); ++c) drb::test::check_same(a.cameras[c], b.cameras[c]);
 }
 
 void check_same_breaks(const SimTrack& a, const SimTrack& b) {

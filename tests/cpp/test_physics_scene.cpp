@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "checks.hpp"
 #include "derrumbe/core/error.hpp"
 #include "derrumbe/physics/scene.hpp"
 
@@ -40,14 +41,8 @@ ErrorCode code_of(const std::function<void()>& f) {
 
 // ---- field-by-field equality -------------------------------------------------------------
 
-void check_same(const Material& a, const Material& b) {
-  CHECK(a.name == b.name);
-  CHECK(a.look == b.look);
-  CHECK(a.density == b.density);
-  CHECK(a.friction == b.friction);
-  CHECK(a.restitution == b.restitution);
-  CHECK(a.bond_strength == b.bond_strength);
-}
+using drb::test::check_same;  // materials and cameras
+
 
 void check_same(const Building& a, const Building& b) {
   CHECK(a.name == b.name);
@@ -84,22 +79,6 @@ void check_same(const Trigger& a, const Trigger& b) {
   CHECK(a.amplitude == b.amplitude);
   CHECK(a.frequency == b.frequency);
   CHECK(a.duration == b.duration);
-}
-
-void check_same(const CameraKey& a, const CameraKey& b) {
-  CHECK(a.time == b.time);
-  CHECK(a.position == b.position);
-  CHECK(a.target == b.target);
-  CHECK(a.up == b.up);
-  CHECK(a.focal_length_mm == b.focal_length_mm);
-  CHECK(a.sensor_width_mm == b.sensor_width_mm);
-  CHECK(a.sensor_height_mm == b.sensor_height_mm);
-}
-
-void check_same(const Camera& a, const Camera& b) {
-  CHECK(a.name == b.name);
-  REQUIRE(a.keys.size() == b.keys.size());
-  for (size_t i = 0; i < a.keys.size(); ++i) check_same(a.keys[i], b.keys[i]);
 }
 
 template <class T>

@@ -3,6 +3,8 @@
 // drb::Error with a clear message). AOVs are built by hand: no rasterizer involved.
 #include <doctest/doctest.h>
 
+#include "checks.hpp"
+
 #include <OpenEXR/ImfChannelList.h>
 #include <OpenEXR/ImfCompression.h>
 #include <OpenEXR/ImfFrameBuffer.h>
@@ -36,6 +38,8 @@ using drb::ErrorCode;
 namespace fs = std::filesystem;
 
 namespace {
+
+using drb::test::expect_error;
 
 // A per-process scratch folder, removed at exit.
 struct ScratchDir {
@@ -105,19 +109,6 @@ void check_bitwise_equal(const AOVs& a, const AOVs& b) {
   CHECK(bitwise_equal(a.occlusion, b.occlusion));
 }
 
-// Runs f, which must throw a drb::Error with `code` whose message contains every part.
-void expect_error(const std::function<void()>& f, ErrorCode code, const std::vector<std::string>& parts) {
-  bool thrown = false;
-  try {
-    f();
-  } catch (const drb::Error& e) {
-    thrown = true;
-    CHECK_MESSAGE(e.code() == code, "code " << drb::error_code_name(e.code()) << ", message: " << e.what());
-    for (const std::string& p : parts) CHECK_MESSAGE(std::string(e.what()).find(p) != std::string::npos,
-                                                     "'" << p << "' not in: " << e.what());
-  }
-  CHECK_MESSAGE(thrown, "no drb::Error thrown");
-}
 
 const std::vector<std::string> kChannelNames{"Z",         "id",         "N.x",        "N.y",       "N.z",
                                              "A",         "R",          "G",          "B",         "dust",
