@@ -99,6 +99,7 @@ struct World {
 
 constexpr double kReleaseTime = 0.4;  // s
 constexpr double kSettleTime = 1.0;   // s
+constexpr btScalar kAngularDamping = 0.05f;  // a little rolling resistance for debris
 
 struct Dust {
   std::vector<Eigen::Vector3d> x, v;
@@ -171,7 +172,6 @@ SimTrack simulate(const Scene& scene, const SimProgress& progress) {
     const Material& m = track.materials[p.material];
     info.m_friction = static_cast<btScalar>(m.friction);
     info.m_restitution = static_cast<btScalar>(m.restitution);
-    info.m_angularDamping = 0.05f;
     w.bodies.push_back(std::make_unique<btRigidBody>(info));
     w.shapes.push_back(std::move(hull));
     const bool waiting_projectile = p.kind == PieceKind::debris && p.building < 0;
@@ -199,7 +199,7 @@ SimTrack simulate(const Scene& scene, const SimProgress& progress) {
   for (int s = 0; s < static_cast<int>(std::lround(kSettleTime / dt)); ++s) w.world.stepSimulation(static_cast<btScalar>(dt), 0);
   for (size_t i = 0; i < n; ++i) {
     btRigidBody& body = *w.bodies[i];
-    body.setDamping(0.0f, 0.05f);
+    body.setDamping(0.0f, kAngularDamping);
     body.setLinearVelocity(btVector3(0, 0, 0));
     body.setAngularVelocity(btVector3(0, 0, 0));
     if (w.in_world[i]) {
