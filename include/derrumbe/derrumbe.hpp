@@ -2,6 +2,10 @@
 #pragma once
 #include "derrumbe/core/error.hpp"
 #include "derrumbe/core/rng.hpp"
+#include "derrumbe/guide/composite.hpp"
+#include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/noise_warp.hpp"
+#include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/models/analytic.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/scene.hpp"

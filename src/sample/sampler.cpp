@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -12,6 +14,8 @@ namespace drb {
 
 Denoiser::~Denoiser() = default;
 void Denoiser::begin_step(int64_t, int64_t, double) {}
+StepHook::~StepHook() = default;
+int64_t StepHook::resamples(int64_t, int64_t) { return 0; }
 
 std::vector<std::string> sampler_names() {
   std::vector<std::string> names;
@@ -57,13 +61,31 @@ SamplerState run(Denoiser& model, SamplerState st, const at::Tensor& sigmas, con
   // anyone else holds (the caller's input, a callback's copy, solver history) is never written.
   at::Tensor x = std::move(st.x);
   st.cancelled = false;
+  for (const auto& hook : opt.hooks) check_arg(hook != nullptr, "sample: a step hook is null");
   for (int64_t i = st.step; i < n; ++i) {
-    model.begin_step(i, n, s[static_cast<size_t>(i)]);
-    detail::Step step{model, s, i, opt, st, eta, order, {}, 0};
-    x = info.fn(step, std::move(x));
+    const double sigma = s[static_cast<size_t>(i)], sigma_next = s[static_cast<size_t>(i + 1)];
+    int64_t passes = 0;
+    for (const auto& hook : opt.hooks) passes = std::max(passes, hook->resamples(i, n));
+    check_arg(passes >= 0 && passes <= 7, "sample: a step hook asked for " + std::to_string(passes) +
+                                              " resamples of step " + std::to_string(i) + " (0 to 7)");
+    // RePaint redoes the step from the same solver history.
+    const std::vector<at::Tensor> history = passes > 0 ? st.tensors : std::vector<at::Tensor>{};
+    const std::vector<double> history_scalars = passes > 0 ? st.scalars : std::vector<double>{};
+    at::Tensor denoised;
+    for (int64_t pass = 0;; ++pass) {
+      model.begin_step(i, n, sigma);
+      detail::Step step{model, s, i, opt, st, eta, order, {}, 0};
+      x = info.fn(step, std::move(x));
+      for (const auto& hook : opt.hooks) x = hook->after_step(StepInfo{i, n, sigma, sigma_next, x, step.denoised});
+      denoised = step.denoised;
+      if (pass == passes) break;
+      st.tensors = history;
+      st.scalars = history_scalars;
+      step.draws = 8 + pass;
+      x = x + std::sqrt(sigma * sigma - sigma_next * sigma_next) * step.noise(x, sigma, sigma_next);
+    }
     st.step = i + 1;
-    if (opt.callback && opt.callback(StepInfo{i, n, s[static_cast<size_t>(i)], s[static_cast<size_t>(i + 1)], x,
-                                              step.denoised})) {
+    if (opt.callback && opt.callback(StepInfo{i, n, sigma, sigma_next, x, denoised})) {
       st.cancelled = true;
       break;
     }

@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,18 @@ using StepCallback = std::function<bool(const StepInfo&)>;
 using NoiseFn = std::function<at::Tensor(const at::Tensor& like, int64_t step, int64_t draw, double sigma,
                                          double sigma_next)>;
 
+// Changes the state between steps (masked composition puts the known region back this way).
+class DRB_EXPORT StepHook {
+ public:
+  virtual ~StepHook();
+  // Called after each step with info.x, the solver's result; returns the x the run goes on
+  // from (info.x itself to change nothing).
+  virtual at::Tensor after_step(const StepInfo& info) = 0;
+  // RePaint resampling: how many times step `step` is redone after its hooks ran, each time
+  // from the hooked result re-noised back to the step's sigma. Default 0.
+  virtual int64_t resamples(int64_t step, int64_t num_steps);
+};
+
 struct SampleOptions {
   // Stochasticity: eta for ancestral/SDE samplers and ddim; churn for euler/heun/dpm_2.
   std::optional<double> eta;     // default per sampler: 1 for ancestral/SDE samplers, 0 for ddim
@@ -45,6 +58,9 @@ struct SampleOptions {
   // `noise` is set (for example to feed the same noise to a reference implementation).
   NoiseAddress noise_address;
   NoiseFn noise;
+  // Run in order after each step, before the callback. Re-noising for resampling pass p
+  // (at most 7 per step) is the step's draw 8 + p (solvers draw at most 8 times a step).
+  std::vector<std::shared_ptr<StepHook>> hooks;
   StepCallback callback;
 };
 
