@@ -62,7 +62,10 @@ class DRB_EXPORT NoiseWarper {
   NoiseWarpOptions opt_;
   int64_t latent_h_, latent_w_, height_, width_;
   int64_t frame_ = 0;
-  std::vector<float> z_, w_, d_;  // [P, C], [P], [P, 2]
+  std::vector<float> z_, w_, d_;  // the state: noise [P, C], weight [P], offset [P, 2]
+  // Per-frame scratch, kept to avoid page faults on fresh buffers every frame.
+  std::vector<float> z_next_, w_next_, d_next_, copy_mean_;
+  std::vector<int32_t> target_, push_start_, push_list_, source_, rank_, pulls_;
 };
 
 enum class TemporalReduction {
