@@ -58,6 +58,18 @@ at::Tensor call_tensor(const py::object& fn, const char* what, py::args args) {
   return r.cast<at::Tensor>();
 }
 
+// StepInfo as the dict callbacks and hooks receive.
+py::dict info_dict(const drb::StepInfo& info) {
+  py::dict d;
+  d["step"] = info.step;
+  d["num_steps"] = info.num_steps;
+  d["sigma"] = info.sigma;
+  d["sigma_next"] = info.sigma_next;
+  d["x"] = for_python(info.x);
+  d["denoised"] = for_python(info.denoised);
+  return d;
+}
+
 // A Python callable (x, sigma) -> x0 as a Denoiser.
 class PyDenoiser : public drb::Denoiser {
  public:
@@ -93,10 +105,39 @@ std::shared_ptr<drb::Denoiser> as_denoiser(const py::object& model) {
   return std::make_shared<PyDenoiser>(model);
 }
 
+// A Python callable hook(info) -> x between steps (info as the callback's dict).
+class PyStepHook : public drb::StepHook {
+ public:
+  explicit PyStepHook(py::object fn) : fn_(std::move(fn)) {}
+  at::Tensor after_step(const drb::StepInfo& info) override {
+    py::gil_scoped_acquire gil;
+    return call_tensor(fn_, "a step hook", py::make_tuple(info_dict(info)));
+  }
+
+ private:
+  py::object fn_;
+};
+
+// Step hooks: derrumbe hooks (Composite) or Python callables.
+std::vector<std::shared_ptr<drb::StepHook>> as_hooks(const py::object& hooks) {
+  std::vector<std::shared_ptr<drb::StepHook>> out;
+  if (hooks.is_none()) return out;
+  for (const py::handle h : hooks) {
+    if (py::isinstance<drb::StepHook>(h)) {
+      out.push_back(h.cast<std::shared_ptr<drb::StepHook>>());
+    } else {
+      drb::check_arg(PyCallable_Check(h.ptr()), "a hook must be a derrumbe hook or callable as hook(info) -> x");
+      out.push_back(std::make_shared<PyStepHook>(py::reinterpret_borrow<py::object>(h)));
+    }
+  }
+  return out;
+}
+
 drb::SampleOptions make_options(std::optional<double> eta, double s_noise, double s_churn, double s_tmin, double s_tmax,
                                 int order, bool uni_pc_corrector, double dpmpp_sde_r, uint64_t seed, int64_t batch_offset,
-                                py::object noise, py::object callback) {
+                                py::object noise, py::object hooks, py::object callback) {
   drb::SampleOptions o;
+  o.hooks = as_hooks(hooks);
   o.eta = eta;
   o.s_noise = s_noise;
   o.s_churn = s_churn;
@@ -116,14 +157,7 @@ drb::SampleOptions make_options(std::optional<double> eta, double s_noise, doubl
   if (!callback.is_none()) {
     o.callback = [callback](const drb::StepInfo& info) {
       py::gil_scoped_acquire gil;
-      py::dict d;
-      d["step"] = info.step;
-      d["num_steps"] = info.num_steps;
-      d["sigma"] = info.sigma;
-      d["sigma_next"] = info.sigma_next;
-      d["x"] = for_python(info.x);
-      d["denoised"] = for_python(info.denoised);
-      return py::bool_(callback(d)).cast<bool>();
+      return py::bool_(callback(info_dict(info))).cast<bool>();
     };
   }
   return o;
@@ -282,11 +316,151 @@ void bind_physics(py::module_& m) {
       });
 }
 
+// A Python callable energy(x0) -> scalar tensor, differentiable with torch autograd.
+class PyEnergy : public drb::guide::Energy {
+ public:
+  explicit PyEnergy(py::object fn) : fn_(std::move(fn)) {}
+  at::Tensor energy(const at::Tensor& x0) override {
+    py::gil_scoped_acquire gil;
+    return call_tensor(fn_, "an energy", py::make_tuple(x0));
+  }
+
+ private:
+  py::object fn_;
+};
+
+std::shared_ptr<drb::guide::Energy> as_energy(const py::handle& e) {
+  if (py::isinstance<drb::guide::Energy>(e)) return e.cast<std::shared_ptr<drb::guide::Energy>>();
+  drb::check_arg(PyCallable_Check(e.ptr()), "an energy must be a derrumbe energy or callable as energy(x0) -> scalar");
+  return std::make_shared<PyEnergy>(py::reinterpret_borrow<py::object>(e));
+}
+
+void bind_guide(py::module_& m) {
+  namespace g = drb::guide;
+  py::class_<g::NoiseWarper>(m, "NoiseWarper",
+                             "Frame-by-frame noise warping along optical flow (Go-with-the-Flow) on the CPU.")
+      .def(py::init([](int64_t latent_height, int64_t latent_width, int64_t channels, int64_t factor, uint64_t seed,
+                       double degradation, double consistency_tolerance) {
+             return g::NoiseWarper(latent_height, latent_width,
+                                   g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance});
+           }),
+           py::arg("latent_height"), py::arg("latent_width"), py::kw_only(), py::arg("channels") = 16,
+           py::arg("factor") = 8, py::arg("seed") = 0, py::arg("degradation") = 0.0,
+           py::arg("consistency_tolerance") = 1.0)
+      .def(
+          "step",
+          [](g::NoiseWarper& w, const at::Tensor& forward, std::optional<at::Tensor> backward) {
+            py::gil_scoped_release nogil;
+            w.step(forward, backward.value_or(at::Tensor()));
+          },
+          py::arg("forward"), py::arg("backward") = py::none())
+      .def("latent", &g::NoiseWarper::latent, py::call_guard<py::gil_scoped_release>())
+      .def("grid_noise", &g::NoiseWarper::grid_noise)
+      .def_property_readonly("frame", &g::NoiseWarper::frame)
+      .def_property_readonly("grid_height", &g::NoiseWarper::grid_height)
+      .def_property_readonly("grid_width", &g::NoiseWarper::grid_width);
+  m.def(
+      "warp_noise",
+      [](const at::Tensor& forward, std::optional<at::Tensor> backward, int64_t channels, int64_t factor, uint64_t seed,
+         double degradation, double consistency_tolerance, int64_t latent_height, int64_t latent_width,
+         int64_t temporal_factor, const std::string& reduction) {
+        const auto r = g::temporal_reduction_from_name(reduction);
+        py::gil_scoped_release nogil;
+        return g::warp_noise(forward, backward.value_or(at::Tensor()),
+                             g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance},
+                             latent_height, latent_width, temporal_factor, r);
+      },
+      py::arg("forward"), py::arg("backward") = py::none(), py::kw_only(), py::arg("channels") = 16,
+      py::arg("factor") = 8, py::arg("seed") = 0, py::arg("degradation") = 0.0, py::arg("consistency_tolerance") = 1.0,
+      py::arg("latent_height") = 0, py::arg("latent_width") = 0, py::arg("temporal_factor") = 1,
+      py::arg("reduction") = "blend_normalized");
+  m.def(
+      "reduce_frames",
+      [](const at::Tensor& noise, int64_t temporal_factor, const std::string& reduction) {
+        return g::reduce_frames(noise, temporal_factor, g::temporal_reduction_from_name(reduction));
+      },
+      py::arg("noise"), py::arg("temporal_factor"), py::arg("reduction") = "blend_normalized");
+
+  m.def(
+      "sdedit_start",
+      [](const at::Tensor& encoded, const at::Tensor& noise, const at::Tensor& sigmas, double strength) {
+        const g::SDEditStart st = g::sdedit_start(encoded, noise, sigmas, strength);
+        return py::make_tuple(st.x, st.sigmas);
+      },
+      py::arg("encoded"), py::arg("noise"), py::arg("sigmas"), py::arg("strength"));
+
+  py::class_<drb::StepHook, std::shared_ptr<drb::StepHook>>(m, "StepHook");
+  py::class_<g::Composite, drb::StepHook, std::shared_ptr<g::Composite>>(
+      m, "Composite", "Masked composition over a plate, as a step hook for sample(..., hooks=[...]).")
+      .def(py::init([](const at::Tensor& plate, const at::Tensor& mask, std::optional<at::Tensor> noise,
+                       int64_t resample, int64_t free_tail_steps, bool final_paste, uint64_t seed) {
+             return std::make_shared<g::Composite>(plate, mask, noise.value_or(at::Tensor()),
+                                                   g::CompositeOptions{resample, free_tail_steps, final_paste}, seed);
+           }),
+           py::arg("plate"), py::arg("mask"), py::arg("noise") = py::none(), py::kw_only(), py::arg("resample") = 0,
+           py::arg("free_tail_steps") = 0, py::arg("final_paste") = true, py::arg("seed") = 0);
+  m.def("prepare_mask", &g::prepare_mask, py::arg("masks"), py::arg("latent_height"), py::arg("latent_width"),
+        py::arg("temporal_factor") = 1, py::arg("dilate") = 0, py::arg("feather") = 0);
+
+  py::class_<g::Energy, std::shared_ptr<g::Energy>>(m, "Energy")
+      .def("__call__", [](g::Energy& e, const at::Tensor& x0) { return e.energy(x0); }, py::arg("x0"));
+  py::class_<g::FlowWarpEnergy, g::Energy, std::shared_ptr<g::FlowWarpEnergy>>(m, "FlowWarpEnergy")
+      .def(py::init([](const at::Tensor& backward, std::optional<at::Tensor> valid) {
+             return std::make_shared<g::FlowWarpEnergy>(backward, valid.value_or(at::Tensor()));
+           }),
+           py::arg("backward"), py::arg("valid") = py::none());
+  py::class_<g::MaskEnergy, g::Energy, std::shared_ptr<g::MaskEnergy>>(m, "MaskEnergy")
+      .def(py::init<at::Tensor>(), py::arg("mask"));
+  m.def(
+      "latent_flow",
+      [](const at::Tensor& backward, std::optional<at::Tensor> valid, int64_t h, int64_t w, int64_t tf) {
+        const g::LatentFlow f = g::latent_flow(backward, valid.value_or(at::Tensor()), h, w, tf);
+        return py::make_tuple(f.backward, f.valid);
+      },
+      py::arg("backward"), py::arg("valid") = py::none(), py::arg("latent_height"), py::arg("latent_width"),
+      py::arg("temporal_factor") = 1);
+  py::class_<g::EnergyGuidedDenoiser, drb::Denoiser, std::shared_ptr<g::EnergyGuidedDenoiser>>(
+      m, "EnergyGuided", "A denoiser whose x0 estimate is pushed down the given energies.")
+      .def(py::init([](py::object model, py::list energies, const std::string& mode, double strength,
+                       std::vector<double> strength_schedule, double sigma_start, double sigma_end, int64_t steps) {
+             std::vector<g::EnergyTerm> terms;
+             for (const py::handle item : energies) {
+               if (py::isinstance<py::tuple>(item)) {
+                 const auto t = item.cast<py::tuple>();
+                 drb::check_arg(t.size() == 2, "an energy term must be energy or (energy, weight)");
+                 terms.push_back({as_energy(t[0]), t[1].cast<double>()});
+               } else {
+                 terms.push_back({as_energy(item), 1.0});
+               }
+             }
+             g::EnergyGuidanceOptions o;
+             o.mode = g::energy_mode_from_name(mode);
+             o.strength = strength;
+             o.strength_schedule = std::move(strength_schedule);
+             o.sigma_start = sigma_start;
+             o.sigma_end = sigma_end;
+             o.steps = steps;
+             return std::make_shared<g::EnergyGuidedDenoiser>(as_denoiser(model), std::move(terms), o);
+           }),
+           py::arg("model"), py::arg("energies"), py::kw_only(), py::arg("mode") = "x0", py::arg("strength") = 1.0,
+           py::arg("strength_schedule") = std::vector<double>{},
+           py::arg("sigma_start") = std::numeric_limits<double>::infinity(), py::arg("sigma_end") = 0.0,
+           py::arg("steps") = 1)
+      .def(
+          "total_energy",
+          [](g::EnergyGuidedDenoiser& d, const at::Tensor& x0) {
+            py::gil_scoped_release nogil;
+            return d.total_energy(x0);
+          },
+          py::arg("x0"));
+}
+
 #define DRB_SAMPLE_KWARGS                                                                                          \
   py::kw_only(), py::arg("eta") = py::none(), py::arg("s_noise") = 1.0, py::arg("s_churn") = 0.0,                 \
       py::arg("s_tmin") = 0.0, py::arg("s_tmax") = std::numeric_limits<double>::infinity(), py::arg("order") = 0, \
       py::arg("uni_pc_corrector") = true, py::arg("dpmpp_sde_r") = 0.5, py::arg("seed") = 0,                      \
-      py::arg("batch_offset") = 0, py::arg("noise") = py::none(), py::arg("callback") = py::none()
+      py::arg("batch_offset") = 0, py::arg("noise") = py::none(), py::arg("hooks") = py::none(),                 \
+      py::arg("callback") = py::none()
 
 }  // namespace
 
@@ -393,10 +567,10 @@ PYBIND11_MODULE(_derrumbe, m) {
       "run",
       [](py::object model, drb::SamplerState state, const at::Tensor& sigmas, std::optional<double> eta, double s_noise,
          double s_churn, double s_tmin, double s_tmax, int order, bool uni_pc_corrector, double dpmpp_sde_r,
-         uint64_t seed, int64_t batch_offset, py::object noise, py::object callback) {
+         uint64_t seed, int64_t batch_offset, py::object noise, py::object hooks, py::object callback) {
         auto d = as_denoiser(model);
         const auto o = make_options(eta, s_noise, s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed,
-                                    batch_offset, noise, callback);
+                                    batch_offset, noise, hooks, callback);
         py::gil_scoped_release nogil;
         return drb::run(*d, std::move(state), sigmas, o);
       },
@@ -407,10 +581,10 @@ PYBIND11_MODULE(_derrumbe, m) {
       [](py::object model, const at::Tensor& x, const at::Tensor& sigmas, const std::string& sampler,
          std::optional<double> eta, double s_noise, double s_churn, double s_tmin, double s_tmax, int order,
          bool uni_pc_corrector, double dpmpp_sde_r, uint64_t seed, int64_t batch_offset, py::object noise,
-         py::object callback) {
+         py::object hooks, py::object callback) {
         auto d = as_denoiser(model);
         const auto o = make_options(eta, s_noise, s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed,
-                                    batch_offset, noise, callback);
+                                    batch_offset, noise, hooks, callback);
         py::gil_scoped_release nogil;
         return drb::sample(*d, x, sigmas, sampler, o);
       },
@@ -418,6 +592,7 @@ PYBIND11_MODULE(_derrumbe, m) {
 
   bind_physics(m);
   bind_render(m);
+  bind_guide(m);
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

@@ -12,6 +12,17 @@ from . import _derrumbe, schedules
 from ._derrumbe import (
     AOVs,
     Cancelled,
+    Composite,
+    Energy,
+    EnergyGuided,
+    FlowWarpEnergy,
+    MaskEnergy,
+    NoiseWarper,
+    StepHook,
+    latent_flow,
+    prepare_mask,
+    reduce_frames,
+    warp_noise,
     aov_channel_names,
     aovs_to_tensor,
     Denoiser,
@@ -30,9 +41,10 @@ from ._derrumbe import (
 
 __version__ = _derrumbe.version()
 __all__ = [
-    "AOVs", "aov_channel_names", "aovs_to_tensor", "Cancelled", "Denoiser", "GaussianMixture", "Guided", "Parameterized", "SamplerState", "Scene", "SimTrack",
-    "cfg_combine",
-    "cfg_zero_combine", "randn", "run", "sample", "samplers", "schedules", "start_state",
+    "AOVs", "aov_channel_names", "aovs_to_tensor", "Cancelled", "Composite", "Denoiser", "Energy", "EnergyGuided",
+    "FlowWarpEnergy", "GaussianMixture", "Guided", "MaskEnergy", "NoiseWarper", "Parameterized", "SamplerState",
+    "Scene", "SimTrack", "StepHook", "cfg_combine", "cfg_zero_combine", "latent_flow", "prepare_mask", "randn",
+    "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "start_state", "warp_noise",
 ]
 
 
@@ -65,8 +77,10 @@ def sample(model, x, sigmas, sampler="dpmpp_2m", *, progress=True, callback=None
 
     ``callback(info)`` gets a dict (step, num_steps, sigma, sigma_next, x, denoised) after each
     step and returns a true value to cancel (raising :class:`Cancelled`). Options: eta, s_noise,
-    s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed, batch_offset, and
-    ``noise(like, step, draw, sigma, sigma_next)`` to supply the noise of stochastic steps.
+    s_churn, s_tmin, s_tmax, order, uni_pc_corrector, dpmpp_sde_r, seed, batch_offset,
+    ``noise(like, step, draw, sigma, sigma_next)`` to supply the noise of stochastic steps, and
+    ``hooks``: step hooks run after each step (a :class:`Composite`, or callables
+    ``hook(info) -> x`` getting the callback's dict).
     """
     sigmas = _as_sigmas(sigmas)
     step, bar = _with_progress(max(len(sigmas) - 1, 0), progress, callback)
@@ -87,6 +101,19 @@ def run(model, state, sigmas, *, progress=True, callback=None, **options):
     finally:
         if bar is not None:
             bar.close()
+
+
+def sdedit_start(latent, noise, sigmas, strength, *, encoder=None):
+    """SDEdit start: ``(x, sigmas_to_run)`` with ``x = E(latent) + sigmas_to_run[0] * noise``.
+
+    ``strength`` in [0, 1] is the fraction of the schedule that runs (0: x is the encoded input
+    and nothing runs). ``encoder`` (frames -> latents, e.g. a VAE's encode) is applied to
+    ``latent`` first when given; ``noise`` may be warped noise (:func:`warp_noise`)."""
+    if encoder is not None:
+        latent = encoder(latent)
+        if not isinstance(latent, torch.Tensor):
+            raise ValueError(f"sdedit_start: the encoder must return a torch.Tensor, got {type(latent).__name__}")
+    return _derrumbe.sdedit_start(latent, noise, _as_sigmas(sigmas), strength)
 
 
 def _simulate(scene, *, progress=True, callback=None):

@@ -302,7 +302,10 @@ double flow_mu(int64_t seq_len, int64_t base_seq_len, int64_t max_seq_len, doubl
 void validate(const at::Tensor& sigmas) {
   check_arg(sigmas.defined(), "sigmas: undefined tensor");
   check_arg(sigmas.dim() == 1, "sigmas must be 1-D, got shape " + c10::str(sigmas.sizes()));
-  check_arg(sigmas.numel() >= 2, "sigmas needs at least 2 entries (one step), got " + std::to_string(sigmas.numel()));
+  // A single [0] is the empty schedule (split_for_strength at strength 0): nothing to run.
+  const bool empty_schedule = sigmas.numel() == 1 && sigmas.to(at::kCPU, at::kDouble).item<double>() == 0.0;
+  check_arg(sigmas.numel() >= 2 || empty_schedule,
+            "sigmas needs at least 2 entries (one step) or be [0] (no step), got " + std::to_string(sigmas.numel()));
   check_arg(at::isFloatingType(sigmas.scalar_type()),
             std::string("sigmas must be floating point, got ") + c10::toString(sigmas.scalar_type()));
   const at::Tensor s = sigmas.to(at::kCPU, at::kDouble).contiguous();

@@ -58,8 +58,9 @@ DRB_EXPORT at::Tensor flow_shift(int64_t n, const FlowShift& options);
 DRB_EXPORT double flow_mu(int64_t seq_len, int64_t base_seq_len = 256, int64_t max_seq_len = 4096,
                           double base_shift = 0.5, double max_shift = 1.15);
 
-// A caller's sigmas used exactly as given, after validation: 1-D, at least 2 entries, finite,
-// non-negative, strictly decreasing, last one 0.
+// A caller's sigmas used exactly as given, after validation: 1-D, at least 2 entries (or the
+// single [0]: no step to run), finite, non-negative, strictly decreasing. Full schedules end
+// in 0; a part split off for a later stage may end above it.
 DRB_EXPORT at::Tensor custom(const std::vector<double>& sigmas);
 DRB_EXPORT void validate(const at::Tensor& sigmas);
 
