@@ -276,6 +276,14 @@ at::Tensor EnergyGuidedDenoiser::denoise(const at::Tensor& x, double sigma) {
   check(!c10::InferenceMode::is_enabled(), ErrorCode::unsupported,
         "EnergyGuidedDenoiser: energy guidance needs autograd and cannot run under InferenceMode");
 
+  // Each correction has root-mean-square size lambda per batch item, so the strength means the
+  // same for any energy scale and latent size (DPS normalizes by the residual norm likewise).
+  const auto normalized = [](const at::Tensor& g) {
+    std::vector<int64_t> shape(static_cast<size_t>(g.dim()), 1);
+    shape[0] = g.size(0);
+    const at::Tensor rms = g.flatten(1).square().mean(1).sqrt().clamp_min(1e-30).view(shape);
+    return g / rms;
+  };
   if (opt_.mode == EnergyMode::x0) {
     // FlowDPS: gradient steps on x0_hat alone, no backpropagation through the model.
     at::Tensor x0;
@@ -287,7 +295,7 @@ at::Tensor EnergyGuidedDenoiser::denoise(const at::Tensor& x, double sigma) {
       at::AutoGradMode grad_on(true);
       const at::Tensor y = grad_leaf(x0);
       const at::Tensor g = gradient(weighted_energy(energies_, y, sigma), y);
-      x0 = (x0 - lambda * g).detach();
+      x0 = (x0 - lambda * normalized(g)).detach();
     }
     return x0.to(x.scalar_type());
   }
@@ -300,7 +308,7 @@ at::Tensor EnergyGuidedDenoiser::denoise(const at::Tensor& x, double sigma) {
         "EnergyGuidedDenoiser: mode 'model' needs a differentiable model, but its output at sigma " +
             std::to_string(sigma) + " does not depend on x through autograd (use mode 'x0')");
   const at::Tensor g = gradient(weighted_energy(energies_, x0, sigma), xg);
-  return (x0.detach() - lambda * g).to(x.scalar_type());
+  return (x0.detach() - lambda * normalized(g)).to(x.scalar_type());
 }
 
 double EnergyGuidedDenoiser::total_energy(const at::Tensor& x0) {

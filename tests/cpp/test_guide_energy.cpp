@@ -150,7 +150,7 @@ TEST_CASE("energy: guidance lowers the energy in both modes and both samplers") 
   auto mask = std::make_shared<MaskEnergy>(right_half_mask());
   for (const std::string sampler : {"euler", "dpmpp_2m"}) {
     const at::Tensor plain = run(*model, sampler);
-    for (const auto& [mode, strength] : {std::pair{EnergyMode::x0, 20.0}, std::pair{EnergyMode::model, 20.0}}) {
+    for (const auto& [mode, strength] : {std::pair{EnergyMode::x0, 0.3}, std::pair{EnergyMode::model, 0.3}}) {
       CAPTURE(sampler);
       CAPTURE(static_cast<int>(mode));
       EnergyGuidanceOptions opt;
@@ -181,7 +181,7 @@ TEST_CASE("energy: a user FunctionEnergy and a flow energy move the sample") {
   auto pull = std::make_shared<FunctionEnergy>([&](const at::Tensor& x0) { return (x0 - target).pow(2).mean(); });
   const at::Tensor plain = run(*model, "euler");
   EnergyGuidanceOptions opt;
-  opt.strength = 50.0;
+  opt.strength = 0.2;
   opt.steps = 3;
   EnergyGuidedDenoiser guided(model, {{pull, 1.0}}, opt);
   const at::Tensor out = run(guided, "euler");
@@ -193,7 +193,7 @@ TEST_CASE("energy: a user FunctionEnergy and a flow energy move the sample") {
   // Flow-warp consistency with a one-pixel shift, combined with a schedule of strengths.
   auto warp = std::make_shared<FlowWarpEnergy>(constant_flow(3, 6, 6, -1, 0));
   EnergyGuidanceOptions sched;
-  sched.strength_schedule = std::vector<double>(12, 5.0);
+  sched.strength_schedule = std::vector<double>(12, 0.2);
   EnergyGuidedDenoiser flow_guided(model, {{warp, 1.0}}, sched);
   CHECK(flow_guided.total_energy(run(flow_guided, "dpmpp_2m")) < flow_guided.total_energy(plain));
 }

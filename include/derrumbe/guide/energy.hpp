@@ -5,7 +5,11 @@
 //   model mode  (DPS, Chung et al., ICLR 2023): the gradient goes through the denoiser,
 //               x0_hat <- x0_hat - lambda grad_x E(D(x, sigma)).
 // lambda = strength (or strength_schedule[step]) while sigma_end <= sigma <= sigma_start,
-// 0 outside. Energies are scalars; tensors are [B, C, F, H, W].
+// 0 outside. The gradient is normalized to unit root mean square per batch item, so lambda is
+// the size of each correction in x0's units whatever the energy's scale or the latent size.
+// x0 mode replaces x0_hat by the corrected one (FlowDPS's blend and re-noising are what the
+// solver's own step then does). begin_step is forwarded to the wrapped model. Energies are
+// scalars; tensors are [B, C, F, H, W]. Autograd must be available (not under InferenceMode).
 #pragma once
 #include <ATen/core/Tensor.h>
 
