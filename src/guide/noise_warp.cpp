@@ -18,11 +18,26 @@ constexpr int64_t kMaxGridPixels = int64_t{1} << detail::kCopyBits;  // copy ind
 // Weights halve on every split; clamping keeps long expansions from underflowing to 0.
 constexpr float kMinWeight = 1e-20f, kMaxWeight = 1e20f;
 
+// body(y) for every grid row, rows split between the threads.
 template <typename F>
-void parallel_pixels(int64_t count, const F& body) {
-  at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) body(i);
+void parallel_rows(int64_t rows, const F& body) {
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t y = begin; y < end; ++y) body(y);
   });
+}
+
+// Counts per key -> CSR start offsets, then the items listed per key in increasing order
+// (serial integer passes: cheap, and the order makes every sum independent of the threads).
+void group_by_key(const std::vector<int32_t>& key, std::vector<int32_t>& start, std::vector<int32_t>& list) {
+  const size_t n = key.size();
+  start.assign(n + 1, 0);
+  for (size_t p = 0; p < n; ++p)
+    if (key[p] >= 0) ++start[static_cast<size_t>(key[p]) + 1];
+  for (size_t q = 0; q < n; ++q) start[q + 1] += start[q];
+  list.resize(static_cast<size_t>(start[n]));
+  std::vector<int32_t> cursor(start.begin(), start.end() - 1);
+  for (size_t p = 0; p < n; ++p)
+    if (key[p] >= 0) list[static_cast<size_t>(cursor[static_cast<size_t>(key[p])]++)] = static_cast<int32_t>(p);
 }
 
 at::Tensor checked_flow(const at::Tensor& flow, const char* name, int64_t height, int64_t width) {
@@ -61,8 +76,8 @@ NoiseWarper::NoiseWarper(int64_t latent_height, int64_t latent_width, NoiseWarpO
   w_.assign(static_cast<size_t>(P), 1.0f);
   d_.assign(static_cast<size_t>(2 * P), 0.0f);
   const WarpFrame f{height_, width_, C, nullptr, nullptr, 0.0f, opt_.seed, 0};
-  parallel_pixels(P, [&](int64_t p) {
-    for (int64_t c = 0; c < C; ++c) z_[static_cast<size_t>(p * C + c)] = detail::fresh_noise(f, p, c);
+  parallel_rows(height_, [&](int64_t y) {
+    for (int64_t p = y * width_; p < (y + 1) * width_; ++p) detail::fresh_noise(f, p, z_.data() + p * C);
   });
 }
 
@@ -81,78 +96,94 @@ void NoiseWarper::step(const at::Tensor& forward, const at::Tensor& backward) {
   const auto sz = static_cast<size_t>(P);
   target_.resize(sz);
   source_.resize(sz);
-  rank_.resize(sz);
-  push_list_.resize(sz);
-  push_start_.assign(sz + 1, 0);
-  pulls_.assign(sz, 0);
-  copy_mean_.resize(sz * static_cast<size_t>(C));
+  push_copy_.resize(sz * static_cast<size_t>(C));
   z_next_.resize(sz * static_cast<size_t>(C));
   w_next_.resize(sz);
   d_next_.resize(2 * sz);
 
-  // Contraction candidates: where each pixel's value lands.
-  parallel_pixels(P, [&](int64_t p) { target_[p] = static_cast<int32_t>(detail::push_target(f, p, d_.data())); });
-  // Pushes grouped by target, sources in increasing order (integer passes: serial and cheap,
-  // and the order makes the merge sums independent of the thread count).
-  for (int64_t p = 0; p < P; ++p)
-    if (target_[p] >= 0) ++push_start_[target_[p] + 1];
-  for (int64_t q = 0; q < P; ++q) push_start_[q + 1] += push_start_[q];
-  {
-    std::vector<int32_t> cursor(push_start_.begin(), push_start_.end() - 1);
-    for (int64_t p = 0; p < P; ++p)
-      if (target_[p] >= 0) push_list_[cursor[target_[p]]++] = static_cast<int32_t>(p);
-  }
-  // Expansion candidates for the targets that received no push.
-  parallel_pixels(P, [&](int64_t q) {
-    source_[q] = push_start_[q + 1] == push_start_[q] ? static_cast<int32_t>(detail::pull_source(f, q)) : -1;
+  // Contraction candidates: where each pixel's value lands; pushes grouped by target.
+  parallel_rows(height_, [&](int64_t y) {
+    for (int64_t x = 0; x < width_; ++x)
+      target_[y * width_ + x] = static_cast<int32_t>(detail::push_target(f, x, y, d_.data()));
   });
-  // Copy index of each pull among its source's pulls, in target order.
-  for (int64_t q = 0; q < P; ++q)
-    if (source_[q] >= 0) rank_[q] = pulls_[source_[q]]++;
-  const auto copies = [&](int64_t s) { return int64_t{target_[s] >= 0} + pulls_[s]; };
-  parallel_pixels(P, [&](int64_t s) {
-    const int64_t n = copies(s);
-    if (n >= 2)
-      for (int64_t c = 0; c < C; ++c) copy_mean_[s * C + c] = detail::copy_mean(f, s, c, n);
+  group_by_key(target_, push_start_, push_list_);
+  // Expansion candidates for the targets that received no push; pulls grouped by source, in
+  // target order (a pull's copy index is its position there).
+  parallel_rows(height_, [&](int64_t y) {
+    for (int64_t q = y * width_; q < (y + 1) * width_; ++q)
+      source_[q] = push_start_[q + 1] == push_start_[q] ? static_cast<int32_t>(detail::pull_source(f, q - y * width_, y)) : -1;
+  });
+  group_by_key(source_, pull_start_, pull_list_);
+  const auto copies = [&](int64_t s) { return int64_t{target_[s] >= 0} + pull_start_[s + 1] - pull_start_[s]; };
+
+  // Sources used n >= 2 times: draw their copies once (copy i in increasing i needs the suffix
+  // sums of the Helmert terms), write the push copy (i = 0) to push_copy_ and the pulled copies
+  // straight to their targets.
+  at::parallel_for(0, height_, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> e, tail(static_cast<size_t>(C));
+    for (int64_t s = begin * width_; s < end * width_; ++s) {
+      const int64_t n = copies(s);
+      if (n < 2) continue;
+      e.assign(static_cast<size_t>(n * C), 0.0f);
+      std::fill(tail.begin(), tail.end(), 0.0f);
+      for (int64_t j = 1; j < n; ++j) {
+        detail::copy_draws(f, s, j, e.data() + j * C);
+        const float h = detail::helmert_weight(j);
+        for (int64_t c = 0; c < C; ++c) tail[c] += h * e[j * C + c];
+      }
+      const float inv_sqrt_n = 1.0f / std::sqrt(static_cast<float>(n));
+      const float* zs = z_.data() + s * C;
+      const int64_t first_pull = int64_t{target_[s] >= 0};
+      for (int64_t i = 0; i < n; ++i) {
+        float* out = i < first_pull ? push_copy_.data() + s * C
+                                    : z_next_.data() + int64_t{pull_list_[pull_start_[s] + i - first_pull]} * C;
+        if (i > 0) {  // the suffix sum over j > i drops term i
+          const float h = detail::helmert_weight(i);
+          for (int64_t c = 0; c < C; ++c) tail[c] -= h * e[i * C + c];
+        }
+        for (int64_t c = 0; c < C; ++c) out[c] = detail::copy_value(zs[c], inv_sqrt_n, tail[c], e[i * C + c], i);
+      }
+    }
   });
 
-  // Every target: merged pushes, else one pulled copy, else fresh noise.
+  // Every target: merged pushes, else its pulled copy, else fresh noise.
   const float* fu = f.forward;
   const float* fv = f.forward + P;
-  parallel_pixels(P, [&](int64_t q) {
-    float* zq = z_next_.data() + q * C;
-    const float qx = static_cast<float>(q % width_), qy = static_cast<float>(q / width_);
-    if (push_start_[q + 1] > push_start_[q]) {
-      std::fill(zq, zq + C, 0.0f);
-      float w1 = 0, w2 = 0, dx = 0, dy = 0;
-      for (int32_t k = push_start_[q]; k < push_start_[q + 1]; ++k) {
-        const int64_t s = push_list_[k], n = copies(s);
-        const float ws = w_[s] / static_cast<float>(n);
-        for (int64_t c = 0; c < C; ++c)
-          zq[c] += ws * detail::copy_value(f, z_[s * C + c], n >= 2 ? copy_mean_[s * C + c] : 0.0f, s, c, 0, n);
-        w1 += ws;
-        w2 += ws * ws;
-        dx += ws * (static_cast<float>(s % width_) + d_[2 * s] + fu[s] - qx);
-        dy += ws * (static_cast<float>(s / width_) + d_[2 * s + 1] + fv[s] - qy);
+  parallel_rows(height_, [&](int64_t y) {
+    for (int64_t x = 0; x < width_; ++x) {
+      const int64_t q = y * width_ + x;
+      float* zq = z_next_.data() + q * C;
+      if (push_start_[q + 1] > push_start_[q]) {
+        std::fill(zq, zq + C, 0.0f);
+        float w1 = 0, w2 = 0, dx = 0, dy = 0;
+        for (int32_t k = push_start_[q]; k < push_start_[q + 1]; ++k) {
+          const int64_t s = push_list_[k], n = copies(s);
+          const float ws = w_[s] / static_cast<float>(n);
+          const float* zs = (n == 1 ? z_.data() : push_copy_.data()) + s * C;
+          for (int64_t c = 0; c < C; ++c) zq[c] += ws * zs[c];
+          w1 += ws;
+          w2 += ws * ws;
+          dx += ws * (static_cast<float>(s % width_) + d_[2 * s] + fu[s] - static_cast<float>(x));
+          dy += ws * (static_cast<float>(s / width_) + d_[2 * s + 1] + fv[s] - static_cast<float>(y));
+        }
+        const float norm = 1.0f / std::sqrt(w2);
+        for (int64_t c = 0; c < C; ++c) zq[c] *= norm;
+        w_next_[q] = std::clamp(w1, kMinWeight, kMaxWeight);
+        d_next_[2 * q] = dx / w1;
+        d_next_[2 * q + 1] = dy / w1;
+      } else if (const int64_t s = source_[q]; s >= 0) {
+        const int64_t n = copies(s);
+        if (n == 1) std::copy(z_.data() + s * C, z_.data() + (s + 1) * C, zq);  // n >= 2: written above
+        w_next_[q] = std::clamp(w_[s] / static_cast<float>(n), kMinWeight, kMaxWeight);
+        float px, py;
+        detail::pull_position(f, x, y, px, py);
+        d_next_[2 * q] = static_cast<float>(s % width_) + d_[2 * s] - px;
+        d_next_[2 * q + 1] = static_cast<float>(s / width_) + d_[2 * s + 1] - py;
+      } else {
+        detail::fresh_noise(f, q, zq);
+        w_next_[q] = 1.0f;
+        d_next_[2 * q] = d_next_[2 * q + 1] = 0.0f;
       }
-      const float norm = 1.0f / std::sqrt(w2);
-      for (int64_t c = 0; c < C; ++c) zq[c] *= norm;
-      w_next_[q] = std::clamp(w1, kMinWeight, kMaxWeight);
-      d_next_[2 * q] = dx / w1;
-      d_next_[2 * q + 1] = dy / w1;
-    } else if (const int64_t s = source_[q]; s >= 0) {
-      const int64_t n = copies(s), i = int64_t{target_[s] >= 0} + rank_[q];
-      for (int64_t c = 0; c < C; ++c)
-        zq[c] = detail::copy_value(f, z_[s * C + c], n >= 2 ? copy_mean_[s * C + c] : 0.0f, s, c, i, n);
-      w_next_[q] = std::clamp(w_[s] / static_cast<float>(n), kMinWeight, kMaxWeight);
-      float x, y;
-      detail::pull_position(f, q, x, y);
-      d_next_[2 * q] = static_cast<float>(s % width_) + d_[2 * s] - x;
-      d_next_[2 * q + 1] = static_cast<float>(s / width_) + d_[2 * s + 1] - y;
-    } else {
-      for (int64_t c = 0; c < C; ++c) zq[c] = detail::fresh_noise(f, q, c);
-      w_next_[q] = 1.0f;
-      d_next_[2 * q] = d_next_[2 * q + 1] = 0.0f;
     }
   });
   z_.swap(z_next_);
@@ -169,7 +200,7 @@ at::Tensor NoiseWarper::latent() const {
   const auto g = static_cast<float>(opt_.degradation);
   const WarpFrame f{latent_h_, latent_w_, C, nullptr, nullptr, 0.0f, opt_.seed, static_cast<uint32_t>(frame_)};
   at::parallel_for(0, plane, 64, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(static_cast<size_t>(C));
+    std::vector<float> acc(static_cast<size_t>(C)), fresh(static_cast<size_t>(C));
     for (int64_t l = begin; l < end; ++l) {
       const int64_t ly = l / latent_w_, lx = l % latent_w_;
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -183,15 +214,14 @@ at::Tensor NoiseWarper::latent() const {
           w2 += w * w;
         }
       const float norm = 1.0f / std::sqrt(w2);
-      for (int64_t c = 0; c < C; ++c) {
-        float z = acc[c] * norm;
-        if (g > 0) {
-          const auto e = static_cast<float>(
-              philox::normal_at(f.seed, detail::kStreamDegrade, f.frame, static_cast<uint64_t>(l * C + c)));
-          z = detail::degrade(z, e, g);
-        }
-        o[c * plane + l] = z;
+      for (int64_t c = 0; c < C; ++c) acc[c] *= norm;
+      if (g > 0) {
+        detail::normals(f.seed, detail::kStreamDegrade, f.frame, C,
+                        [&](int64_t grp) { return static_cast<uint64_t>(l * detail::channel_groups(C) + grp); },
+                        fresh.data());
+        for (int64_t c = 0; c < C; ++c) acc[c] = detail::degrade(acc[c], fresh[c], g);
       }
+      for (int64_t c = 0; c < C; ++c) o[c * plane + l] = acc[c];
     }
   });
   return out;

@@ -10,10 +10,11 @@
 
 namespace drb::guide::detail {
 
-// Philox streams (purposes); the frame is the item, the element index the rest.
-inline constexpr uint32_t kStreamFresh = 0x57A9F000u;    // index p * C + c
-inline constexpr uint32_t kStreamCopy = 0x57A9F001u;     // index ((s * C + c) << 24) | copy
-inline constexpr uint32_t kStreamDegrade = 0x57A9F002u;  // index latent pixel * C + c
+// Philox streams (purposes); the frame is the item. One Philox block gives the normals of 4
+// channels (a channel group g = c / 4 of G = ceil(C / 4) groups).
+inline constexpr uint32_t kStreamFresh = 0x57A9F000u;    // index p * G + g
+inline constexpr uint32_t kStreamCopy = 0x57A9F001u;     // index ((s * G + g) << 24) | j
+inline constexpr uint32_t kStreamDegrade = 0x57A9F002u;  // index latent pixel * G + g
 inline constexpr int kCopyBits = 24;
 
 struct WarpFrame {
@@ -24,6 +25,55 @@ struct WarpFrame {
   uint64_t seed;
   uint32_t frame;          // index of the frame being produced
 };
+
+struct Normal4 {
+  float v[4];
+};
+
+// Four N(0, 1) values from one Philox block: two Box-Muller pairs on 32-bit uniforms (u1 in
+// (0, 1] so the logarithm is finite), in single precision (the warp is bound by these draws;
+// CPU and GPU agree to float rounding).
+DRB_HOST_DEVICE Normal4 normal4_at(uint64_t seed, uint32_t stream, uint32_t item, uint64_t index) {
+  const philox::U32x4 r = philox::philox4x32_10(
+      philox::U32x4{{static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32), stream, item}},
+      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  constexpr float two_pow_minus_32 = 1.0f / 4294967296.0f;
+  constexpr float two_pi = 6.2831853071795864769f;
+  Normal4 out;
+  for (int k = 0; k < 2; ++k) {
+    // (r + 1) * 2^-32 in double first: in float, r close to 2^32 would round u1 up past 1.
+    const auto u1 = static_cast<float>((static_cast<double>(r.v[2 * k]) + 1.0) * (1.0 / 4294967296.0));
+    const float radius = sqrtf(-2.0f * logf(u1 < 1.0f ? u1 : 1.0f));
+    const float angle = two_pi * static_cast<float>(r.v[2 * k + 1]) * two_pow_minus_32;
+    out.v[2 * k] = radius * cosf(angle);
+    out.v[2 * k + 1] = radius * sinf(angle);
+  }
+  return out;
+}
+
+// C normals for one address base: block g of the channels is normal4_at(index_of(g)).
+template <typename IndexOf>
+DRB_HOST_DEVICE void normals(uint64_t seed, uint32_t stream, uint32_t item, int64_t channels, IndexOf index_of,
+                             float* out) {
+  for (int64_t g = 0; 4 * g < channels; ++g) {
+    const Normal4 n = normal4_at(seed, stream, item, index_of(g));
+    for (int64_t j = 0; j < 4 && 4 * g + j < channels; ++j) out[4 * g + j] = n.v[j];
+  }
+}
+
+DRB_HOST_DEVICE int64_t channel_groups(int64_t channels) { return (channels + 3) / 4; }
+
+DRB_HOST_DEVICE void fresh_noise(const WarpFrame& f, int64_t p, float* out) {
+  const int64_t G = channel_groups(f.channels);
+  normals(f.seed, kStreamFresh, f.frame, f.channels, [&](int64_t g) { return static_cast<uint64_t>(p * G + g); }, out);
+}
+
+// Fresh normals e_j (j = 1 ... n - 1) of the copies of source s, all channels.
+DRB_HOST_DEVICE void copy_draws(const WarpFrame& f, int64_t s, int64_t j, float* out) {
+  const int64_t G = channel_groups(f.channels);
+  normals(f.seed, kStreamCopy, f.frame, f.channels,
+          [&](int64_t g) { return (static_cast<uint64_t>(s * G + g) << kCopyBits) | static_cast<uint64_t>(j); }, out);
+}
 
 DRB_HOST_DEVICE int64_t nearest_pixel(const WarpFrame& f, float x, float y) {
   const float rx = floorf(x + 0.5f), ry = floorf(y + 0.5f);
@@ -40,60 +90,42 @@ DRB_HOST_DEVICE bool consistent(const WarpFrame& f, int64_t p, int64_t q) {
   return du * du + dv * dv <= f.tolerance * f.tolerance;
 }
 
-// Where pixel p's value lands (contraction candidate), -1 if it leaves the frame or is occluded.
-DRB_HOST_DEVICE int64_t push_target(const WarpFrame& f, int64_t p, const float* offset) {
-  const int64_t plane = f.height * f.width;
-  const float x = static_cast<float>(p % f.width) + offset[2 * p] + f.forward[p];
-  const float y = static_cast<float>(p / f.width) + offset[2 * p + 1] + f.forward[plane + p];
-  const int64_t q = nearest_pixel(f, x, y);
+// Where pixel p = (x, y) lands (contraction candidate), -1 if it leaves the frame or is occluded.
+DRB_HOST_DEVICE int64_t push_target(const WarpFrame& f, int64_t x, int64_t y, const float* offset) {
+  const int64_t p = y * f.width + x, plane = f.height * f.width;
+  const int64_t q = nearest_pixel(f, static_cast<float>(x) + offset[2 * p] + f.forward[p],
+                                  static_cast<float>(y) + offset[2 * p + 1] + f.forward[plane + p]);
   return q >= 0 && consistent(f, p, q) ? q : -1;
 }
 
-// Where target q comes from (expansion candidate): q + B(q), or q - F(q) without B.
-DRB_HOST_DEVICE void pull_position(const WarpFrame& f, int64_t q, float& x, float& y) {
-  const int64_t plane = f.height * f.width;
-  x = static_cast<float>(q % f.width);
-  y = static_cast<float>(q / f.width);
-  if (f.backward != nullptr) {
-    x += f.backward[q];
-    y += f.backward[plane + q];
-  } else {
-    x -= f.forward[q];
-    y -= f.forward[plane + q];
-  }
+// Where target q = (x, y) comes from (expansion candidate): q + B(q), or q - F(q) without B.
+DRB_HOST_DEVICE void pull_position(const WarpFrame& f, int64_t x, int64_t y, float& px, float& py) {
+  const int64_t q = y * f.width + x, plane = f.height * f.width;
+  const float* flow = f.backward != nullptr ? f.backward : f.forward;
+  const float sign = f.backward != nullptr ? 1.0f : -1.0f;
+  px = static_cast<float>(x) + sign * flow[q];
+  py = static_cast<float>(y) + sign * flow[plane + q];
 }
 
-DRB_HOST_DEVICE int64_t pull_source(const WarpFrame& f, int64_t q) {
-  float x, y;
-  pull_position(f, q, x, y);
-  const int64_t p = nearest_pixel(f, x, y);
-  return p >= 0 && consistent(f, p, q) ? p : -1;
+DRB_HOST_DEVICE int64_t pull_source(const WarpFrame& f, int64_t x, int64_t y) {
+  float px, py;
+  pull_position(f, x, y, px, py);
+  const int64_t p = nearest_pixel(f, px, py);
+  return p >= 0 && consistent(f, p, y * f.width + x) ? p : -1;
 }
 
-DRB_HOST_DEVICE float fresh_noise(const WarpFrame& f, int64_t p, int64_t c) {
-  return static_cast<float>(
-      philox::normal_at(f.seed, kStreamFresh, f.frame, static_cast<uint64_t>(p * f.channels + c)));
+// Re-Gaussianization of a value z used n >= 2 times: the paper's copies
+// z / sqrt(n) + (e_i - mean(e)) with n draws. e - mean(e) is the projection of e onto the
+// vectors summing to 0, which has the law of sum_j e_j h_j over the orthonormal Helmert
+// contrasts h_j (j = 1 ... n - 1; h_j(i) = 1 / sqrt(j (j + 1)) for i < j, -j / sqrt(j (j + 1))
+// for i = j, 0 after), so n - 1 draws give the same joint law:
+//   copy i = z / sqrt(n) + sum_{j > i} e_j / sqrt(j (j + 1)) - e_i sqrt(i / (i + 1)).
+// The copies are independent N(0, 1) and sum to sqrt(n) z. `tail` holds the sum over j > i.
+DRB_HOST_DEVICE float copy_value(float z, float inv_sqrt_n, float tail, float e_i, int64_t i) {
+  const float own = i > 0 ? e_i * sqrtf(static_cast<float>(i) / static_cast<float>(i + 1)) : 0.0f;
+  return z * inv_sqrt_n + tail - own;
 }
-
-// e_i of copy i of source s.
-DRB_HOST_DEVICE float copy_draw(const WarpFrame& f, int64_t s, int64_t c, int64_t i) {
-  const uint64_t index = (static_cast<uint64_t>(s * f.channels + c) << kCopyBits) | static_cast<uint64_t>(i);
-  return static_cast<float>(philox::normal_at(f.seed, kStreamCopy, f.frame, index));
-}
-
-// mean(e) over the n copies of source s, channel c (only needed for n >= 2).
-DRB_HOST_DEVICE float copy_mean(const WarpFrame& f, int64_t s, int64_t c, int64_t n) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += copy_draw(f, s, c, i);
-  return sum / static_cast<float>(n);
-}
-
-// Copy i of n of value z (re-Gaussianization): the n copies are independent N(0, 1) and sum
-// to sqrt(n) z.
-DRB_HOST_DEVICE float copy_value(const WarpFrame& f, float z, float mean, int64_t s, int64_t c, int64_t i, int64_t n) {
-  if (n == 1) return z;
-  return z / sqrtf(static_cast<float>(n)) + copy_draw(f, s, c, i) - mean;
-}
+DRB_HOST_DEVICE float helmert_weight(int64_t j) { return 1.0f / sqrtf(static_cast<float>(j * (j + 1))); }
 
 // Degradation: ((1 - g) z + g e) / sqrt((1 - g)^2 + g^2), still N(0, 1).
 DRB_HOST_DEVICE float degrade(float z, float e, float g) {

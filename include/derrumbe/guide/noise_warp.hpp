@@ -64,8 +64,8 @@ class DRB_EXPORT NoiseWarper {
   int64_t frame_ = 0;
   std::vector<float> z_, w_, d_;  // the state: noise [P, C], weight [P], offset [P, 2]
   // Per-frame scratch, kept to avoid page faults on fresh buffers every frame.
-  std::vector<float> z_next_, w_next_, d_next_, copy_mean_;
-  std::vector<int32_t> target_, push_start_, push_list_, source_, rank_, pulls_;
+  std::vector<float> z_next_, w_next_, d_next_, push_copy_;
+  std::vector<int32_t> target_, push_start_, push_list_, source_, pull_start_, pull_list_;
 };
 
 enum class TemporalReduction {
