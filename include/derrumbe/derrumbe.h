@@ -87,6 +87,10 @@ typedef int (*drb_denoise_fn)(void* user, const void* x, void* x0_out, size_t co
  * and x holds the state after that step). */
 typedef int (*drb_progress_fn)(void* user, int64_t step, int64_t num_steps, double sigma, double sigma_next);
 
+/* An energy on the predicted x0: write E(x0) to *energy_out and dE/dx0 (count elements of the
+ * sampling dtype) to grad_out. Return 0 on success; non-zero fails the call with DRB_ERR_MODEL. */
+typedef int (*drb_energy_fn)(void* user, const void* x0, void* grad_out, size_t count, double* energy_out);
+
 typedef struct drb_sample_params {
   size_t struct_size;
   const char* sampler;  /* default "euler" */
@@ -99,11 +103,30 @@ typedef struct drb_sample_params {
   uint64_t seed;        /* noise seed for stochastic samplers */
   drb_progress_fn progress;
   void* progress_user;
+  /* Masked composition over a plate (guide/composite.hpp); x must be [B, C, F, H, W]. Off
+   * while composite_plate is NULL. */
+  const void* composite_plate;        /* x's dtype and shape: the encoded plate */
+  const float* composite_mask;        /* [F, H, W] in [0, 1], 1 where the model generates */
+  const void* composite_noise;        /* x's dtype and shape, or NULL: noise drawn from `seed` */
+  int64_t composite_resample;         /* RePaint passes per step, 0 to 7 (default 0) */
+  int64_t composite_free_tail_steps;  /* last steps without composition (default 0) */
+  int composite_final_paste;          /* paste the plate into the result (default 1) */
+  /* Energy guidance on the predicted x0 (guide/energy.hpp, x0 mode): a C energy and/or the
+   * flow-warp energy. Off while both `energy` and `energy_flow_backward` are NULL. */
+  drb_energy_fn energy;
+  void* energy_user;
+  const float* energy_flow_backward;  /* [F, 2, H, W] pixels on x's grid (frame f -> f - 1), or NULL */
+  const float* energy_flow_valid;     /* [F, H, W] in [0, 1], or NULL for all ones */
+  double energy_strength;             /* RMS size of each correction (default 1) */
+  double energy_sigma_start;          /* guidance while sigma_end <= sigma <= sigma_start (+inf) */
+  double energy_sigma_end;            /* (0) */
+  int64_t energy_steps;               /* gradient steps per evaluation (1) */
 } drb_sample_params;
 DRB_CAPI void drb_sample_params_init(drb_sample_params* params);
 
 /* Samples in place: x (count = product of shape elements) starts at sigmas[0] and ends at the
- * last sigma. sigmas: n_sigmas >= 2 finite values, strictly decreasing, >= 0. */
+ * last sigma. sigmas: finite, strictly decreasing, >= 0; at least 2 of them, or the single
+ * [0] (nothing to run, as drb_sdedit_start returns at strength 0). */
 DRB_CAPI drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, const int64_t* shape,
                                size_t ndim, void* x, const double* sigmas, size_t n_sigmas,
                                const drb_sample_params* params);
@@ -112,6 +135,54 @@ DRB_CAPI drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype
  * it: the same values for any batch split, thread count or number of frames. */
 DRB_CAPI drb_status drb_randn(uint64_t seed, uint32_t stream, drb_dtype dtype, const int64_t* shape, size_t ndim,
                               void* out);
+
+/* ---- guidance from the simulation ----------------------------------------------------------- */
+
+typedef enum drb_temporal_reduction {
+  DRB_REDUCE_PICK = 0,             /* a latent frame takes its group's last video frame */
+  DRB_REDUCE_BLEND = 1,            /* the group's mean */
+  DRB_REDUCE_BLEND_NORMALIZED = 2  /* the mean rescaled to unit variance */
+} drb_temporal_reduction;
+
+typedef struct drb_noise_warp_params {
+  size_t struct_size;
+  int64_t channels;               /* 16 */
+  int64_t factor;                 /* 8: warp grid = latent grid * factor per axis */
+  uint64_t seed;                  /* 0 */
+  double degradation;             /* 0: pure warped noise ... 1: fresh noise */
+  double consistency_tolerance;   /* 1 grid pixel: forward/backward flow disagreement = occlusion */
+  int64_t latent_height;          /* 0: flow height / factor */
+  int64_t latent_width;           /* 0: flow width / factor */
+  int64_t temporal_factor;        /* 1: video frames per latent frame after the first (Wan: 4) */
+  int reduction;                  /* drb_temporal_reduction (DRB_REDUCE_BLEND_NORMALIZED) */
+} drb_noise_warp_params;
+DRB_CAPI void drb_noise_warp_params_init(drb_noise_warp_params* params);
+
+/* Noise warped along a shot's optical flow (Go-with-the-Flow; guide/noise_warp.hpp).
+ * forward, backward: float32 [frames, 2, height, width] in pixels (frame f -> f + 1 and
+ * f -> f - 1, as rendered); backward may be NULL. Writes float32
+ * [channels, 1 + (frames - 1) / temporal_factor, latent_height, latent_width] to
+ * out[0 .. capacity); *count_out receives the number of elements needed, also when capacity
+ * is too small (then DRB_ERR_INVALID_ARGUMENT). */
+DRB_CAPI drb_status drb_warp_noise(const float* forward, const float* backward, int64_t frames, int64_t height,
+                                   int64_t width, const drb_noise_warp_params* params, float* out, size_t capacity,
+                                   size_t* count_out);
+
+/* SDEdit start from an encoded image or video (guide/sdedit.hpp): strength in [0, 1] runs the
+ * last round(strength * steps) steps. Writes x_out = encoded + s0 * noise (x's dtype and
+ * shape) and those sigmas, starting at s0 and ending in 0, to sigmas_out (capacity n_sigmas);
+ * *n_sigmas_out receives their count (1 at strength 0: x_out = encoded, nothing to run). */
+DRB_CAPI drb_status drb_sdedit_start(drb_dtype dtype, const int64_t* shape, size_t ndim, const void* encoded,
+                                     const void* noise, const double* sigmas, size_t n_sigmas, double strength,
+                                     void* x_out, double* sigmas_out, size_t* n_sigmas_out);
+
+/* A composition mask on the latent grid from rendered masks: float32 [frames, height, width] in
+ * [0, 1] -> float32 [1 + (frames - 1) / temporal_factor, latent_height, latent_width], dilated by
+ * `dilate` and feathered by `feather` pixels, area-averaged, the maximum over each latent
+ * frame's group of video frames. */
+DRB_CAPI drb_status drb_prepare_mask(const float* masks, int64_t frames, int64_t height, int64_t width,
+                                     int64_t latent_height, int64_t latent_width, int64_t temporal_factor,
+                                     int64_t dilate, int64_t feather, float* out);
 
 /* ---- physics: scenes, simulation, tracks ---------------------------------------------------- */
 

@@ -8,6 +8,10 @@
 #include <string>
 
 #include "derrumbe/derrumbe.h"
+#include "derrumbe/guide/composite.hpp"
+#include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/noise_warp.hpp"
+#include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/simulate.hpp"
 #include "derrumbe/sample/sampler.hpp"
@@ -85,6 +89,32 @@ class CallbackDenoiser : public drb::Denoiser {
   drb_denoise_fn fn_;
   void* user_;
 };
+
+// A C energy with its gradient as an autograd-aware Energy: the surrogate
+// E + sum((x0 - stop_gradient(x0)) * grad) has E's value and gradient `grad`.
+class CallbackEnergy : public drb::guide::Energy {
+ public:
+  CallbackEnergy(drb_energy_fn fn, void* user) : fn_(fn), user_(user) {}
+  at::Tensor energy(const at::Tensor& x0) override {
+    const at::Tensor xc = x0.detach().contiguous();
+    at::Tensor grad = at::empty_like(xc);
+    double e = 0;
+    const int rc = fn_(user_, xc.data_ptr(), grad.data_ptr(), static_cast<size_t>(xc.numel()), &e);
+    drb::check(rc == 0, drb::ErrorCode::model, "energy callback returned " + std::to_string(rc));
+    drb::check(std::isfinite(e), drb::ErrorCode::model, "energy callback returned a non-finite energy");
+    return at::scalar_tensor(e, x0.options()) + ((x0 - xc) * grad).sum();
+  }
+
+ private:
+  drb_energy_fn fn_;
+  void* user_;
+};
+
+// A caller's float32 array as a tensor of `shape` (no copy; the caller's buffer outlives the call).
+at::Tensor float_view(const float* data, const std::vector<int64_t>& shape, const char* name) {
+  drb::check_arg(data != nullptr, std::string(name) + " is NULL");
+  return at::from_blob(const_cast<float*>(data), shape, at::TensorOptions().dtype(at::kFloat));
+}
 
 }  // namespace
 
@@ -171,6 +201,10 @@ void drb_sample_params_init(drb_sample_params* p) {
   p->eta = -1;
   p->s_noise = 1;
   p->s_tmax = INFINITY;
+  p->composite_final_paste = 1;
+  p->energy_strength = 1;
+  p->energy_sigma_start = INFINITY;
+  p->energy_steps = 1;
 }
 
 drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, const int64_t* shape, size_t ndim,
@@ -179,7 +213,7 @@ drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, c
     drb::check_arg(model != nullptr, "model callback is NULL");
     drb::check_arg(x != nullptr, "x is NULL");
     drb::check_arg(sigmas != nullptr, "sigmas is NULL");
-    drb::check_arg(n_sigmas >= 2 && n_sigmas <= 100001, "n_sigmas must be in [2, 100001]");
+    drb::check_arg(n_sigmas >= 1 && n_sigmas <= 100001, "n_sigmas must be in [1, 100001]");
     const auto p = read_params(params, drb_sample_params_init);
     drb::check_arg(p.sampler != nullptr, "params.sampler is NULL");
     const auto st = read_dtype(dtype);
@@ -199,13 +233,109 @@ drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, c
       o.callback = [&](const drb::StepInfo& info) {
         return p.progress(p.progress_user, info.step, info.num_steps, info.sigma, info.sigma_next) != 0;
       };
-    CallbackDenoiser den(model, model_user);
-    drb::SamplerState state = drb::run(den, drb::start_state(p.sampler, xt.clone()), s, o);
+    if (p.composite_plate != nullptr) {
+      drb::check_arg(xt.dim() == 5, "composition needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
+      const auto opts = at::TensorOptions().dtype(st);
+      const at::Tensor mask = float_view(p.composite_mask, {xt.size(2), xt.size(3), xt.size(4)}, "params.composite_mask");
+      const at::Tensor noise = p.composite_noise != nullptr
+                                   ? at::from_blob(const_cast<void*>(p.composite_noise), xt.sizes(), opts).clone()
+                                   : at::Tensor();
+      o.hooks.push_back(std::make_shared<drb::guide::Composite>(
+          at::from_blob(const_cast<void*>(p.composite_plate), xt.sizes(), opts).clone(),
+          mask.clone().view({1, 1, xt.size(2), xt.size(3), xt.size(4)}), noise,
+          drb::guide::CompositeOptions{p.composite_resample, p.composite_free_tail_steps, p.composite_final_paste != 0},
+          p.seed));
+    }
+    std::shared_ptr<drb::Denoiser> den = std::make_shared<CallbackDenoiser>(model, model_user);
+    std::vector<drb::guide::EnergyTerm> energies;
+    if (p.energy != nullptr) energies.push_back({std::make_shared<CallbackEnergy>(p.energy, p.energy_user), 1.0});
+    if (p.energy_flow_backward != nullptr) {
+      drb::check_arg(xt.dim() == 5, "the flow energy needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
+      const int64_t f = xt.size(2), h = xt.size(3), w = xt.size(4);
+      const at::Tensor valid = p.energy_flow_valid != nullptr
+                                   ? float_view(p.energy_flow_valid, {f, h, w}, "params.energy_flow_valid").clone()
+                                   : at::Tensor();
+      energies.push_back({std::make_shared<drb::guide::FlowWarpEnergy>(
+                              float_view(p.energy_flow_backward, {f, 2, h, w}, "params.energy_flow_backward").clone(), valid),
+                          1.0});
+    }
+    if (!energies.empty()) {
+      drb::guide::EnergyGuidanceOptions eo;
+      eo.strength = p.energy_strength;
+      eo.sigma_start = p.energy_sigma_start;
+      eo.sigma_end = p.energy_sigma_end;
+      eo.steps = p.energy_steps;
+      den = std::make_shared<drb::guide::EnergyGuidedDenoiser>(den, std::move(energies), eo);
+    }
+    drb::SamplerState state = drb::run(*den, drb::start_state(p.sampler, xt.clone()), s, o);
     xt.copy_(state.x);
     drb::check(!state.cancelled, drb::ErrorCode::cancelled,
                "sampling cancelled by the progress callback after step " + std::to_string(state.step));
     drb::check(at::isfinite(state.x).all().item<bool>(), drb::ErrorCode::model,
                "sampling produced non-finite values: the denoiser returned NaN or inf");
+  });
+}
+
+void drb_noise_warp_params_init(drb_noise_warp_params* p) {
+  if (p == nullptr) return;
+  *p = drb_noise_warp_params{};
+  p->struct_size = sizeof(*p);
+  const drb::guide::NoiseWarpOptions d;
+  p->channels = d.channels;
+  p->factor = d.factor;
+  p->consistency_tolerance = d.consistency_tolerance;
+  p->temporal_factor = 1;
+  p->reduction = DRB_REDUCE_BLEND_NORMALIZED;
+}
+
+drb_status drb_warp_noise(const float* forward, const float* backward, int64_t frames, int64_t height, int64_t width,
+                          const drb_noise_warp_params* params, float* out, size_t capacity, size_t* count_out) {
+  return guard([&] {
+    drb::check_arg(count_out != nullptr, "count_out is NULL");
+    const auto p = read_params(params, drb_noise_warp_params_init);
+    const auto shape = read_shape(std::vector<int64_t>{frames, 2, height, width}.data(), 4);
+    drb::check_arg(p.reduction >= DRB_REDUCE_PICK && p.reduction <= DRB_REDUCE_BLEND_NORMALIZED,
+                   "params.reduction must be a drb_temporal_reduction, got " + std::to_string(p.reduction));
+    const at::Tensor fwd = float_view(forward, shape, "forward");
+    const at::Tensor bwd = backward != nullptr ? float_view(backward, shape, "backward") : at::Tensor();
+    const at::Tensor noise = drb::guide::warp_noise(
+        fwd, bwd, drb::guide::NoiseWarpOptions{p.channels, p.factor, p.seed, p.degradation, p.consistency_tolerance},
+        p.latent_height, p.latent_width, p.temporal_factor, static_cast<drb::guide::TemporalReduction>(p.reduction));
+    *count_out = static_cast<size_t>(noise.numel());
+    drb::check_arg(out != nullptr && capacity >= *count_out,
+                   "out holds " + std::to_string(capacity) + " floats, the noise needs " + std::to_string(*count_out));
+    at::from_blob(out, {noise.numel()}, at::TensorOptions().dtype(at::kFloat)).copy_(noise.flatten());
+  });
+}
+
+drb_status drb_sdedit_start(drb_dtype dtype, const int64_t* shape, size_t ndim, const void* encoded, const void* noise,
+                            const double* sigmas, size_t n_sigmas, double strength, void* x_out, double* sigmas_out,
+                            size_t* n_sigmas_out) {
+  return guard([&] {
+    drb::check_arg(encoded != nullptr && noise != nullptr && x_out != nullptr, "encoded, noise and x_out must not be NULL");
+    drb::check_arg(sigmas != nullptr && sigmas_out != nullptr && n_sigmas_out != nullptr,
+                   "sigmas, sigmas_out and n_sigmas_out must not be NULL");
+    drb::check_arg(n_sigmas >= 1 && n_sigmas <= 100001, "n_sigmas must be in [1, 100001]");
+    const auto opts = at::TensorOptions().dtype(read_dtype(dtype));
+    const auto sh = read_shape(shape, ndim);
+    const at::Tensor s = at::from_blob(const_cast<double*>(sigmas), {static_cast<int64_t>(n_sigmas)},
+                                       at::TensorOptions().dtype(at::kDouble));
+    const drb::guide::SDEditStart start = drb::guide::sdedit_start(
+        at::from_blob(const_cast<void*>(encoded), sh, opts), at::from_blob(const_cast<void*>(noise), sh, opts), s, strength);
+    at::from_blob(x_out, sh, opts).copy_(start.x);
+    *n_sigmas_out = static_cast<size_t>(start.sigmas.numel());
+    at::from_blob(sigmas_out, {start.sigmas.numel()}, at::TensorOptions().dtype(at::kDouble)).copy_(start.sigmas);
+  });
+}
+
+drb_status drb_prepare_mask(const float* masks, int64_t frames, int64_t height, int64_t width, int64_t latent_height,
+                            int64_t latent_width, int64_t temporal_factor, int64_t dilate, int64_t feather, float* out) {
+  return guard([&] {
+    drb::check_arg(out != nullptr, "out is NULL");
+    const at::Tensor m = float_view(masks, read_shape(std::vector<int64_t>{frames, height, width}.data(), 3), "masks");
+    const at::Tensor latent =
+        drb::guide::prepare_mask(m, latent_height, latent_width, temporal_factor, dilate, feather);
+    at::from_blob(out, {latent.numel()}, at::TensorOptions().dtype(at::kFloat)).copy_(latent.flatten());
   });
 }
 

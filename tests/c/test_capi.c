@@ -100,6 +100,124 @@ static void test_physics(void) {
   CHECK(drb_track_num_frames(NULL) == 0);
 }
 
+/* E(x0) = mean((x0 - 1)^2) and its gradient, in float64. */
+static int pull_to_one(void* user, const void* x0, void* grad, size_t count, double* energy) {
+  const double* x = (const double*)x0;
+  double* g = (double*)grad;
+  size_t i;
+  double e = 0;
+  ++*(int*)user;
+  for (i = 0; i < count; ++i) {
+    e += (x[i] - 1.0) * (x[i] - 1.0) / (double)count;
+    g[i] = 2.0 * (x[i] - 1.0) / (double)count;
+  }
+  *energy = e;
+  return 0;
+}
+
+/* Guidance through the C API: warped noise, SDEdit start, masks, composition and energies. */
+static void test_guide(void) {
+  enum { F = 5, H = 16, W = 16, C = 2, LH = 4, LW = 4 };
+  static float forward[F * 2 * H * W], backward[F * 2 * H * W], noise[C * F * LH * LW], masks[F * H * W];
+  static float mask[F * LH * LW];
+  static double plate[C * F * LH * LW], x[C * F * LH * LW], start_noise[C * F * LH * LW];
+  const int64_t shape[5] = {1, C, F, LH, LW};
+  double sigmas[11], tail[11];
+  size_t i, n = 0, count = 0;
+  int f, y, xx, c, energy_calls = 0, exact = 1, moved = 0;
+  drb_noise_warp_params wp;
+  drb_schedule_params sp;
+  drb_sample_params p;
+  gaussian g = {0.5, 0.2, 0, -1};
+
+  /* One latent pixel (4 grid pixels) to the right per frame: the latent noise shifts exactly. */
+  for (i = 0; i < F * 2 * H * W; ++i) {
+    const int u_plane = (i / (H * W)) % 2 == 0;
+    forward[i] = u_plane ? 4.0f : 0.0f;
+    backward[i] = -forward[i];
+  }
+  drb_noise_warp_params_init(&wp);
+  wp.channels = C;
+  wp.factor = 4;
+  CHECK(drb_warp_noise(forward, backward, F, H, W, &wp, noise, 3, &count) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(count == C * F * LH * LW);
+  CHECK(drb_warp_noise(forward, backward, F, H, W, &wp, noise, count, &count) == DRB_OK);
+  for (c = 0; c < C; ++c)
+    for (y = 0; y < LH; ++y)
+      for (xx = 1; xx < LW; ++xx)
+        exact &= noise[((c * F + 1) * LH + y) * LW + xx] == noise[((c * F + 0) * LH + y) * LW + xx - 1];
+  CHECK(exact);
+  forward[7] = NAN;
+  CHECK(drb_warp_noise(forward, backward, F, H, W, &wp, noise, count, &count) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "NaN") != NULL);
+  forward[7] = 4.0f;
+  wp.reduction = 9;
+  CHECK(drb_warp_noise(forward, backward, F, H, W, &wp, noise, count, &count) == DRB_ERR_INVALID_ARGUMENT);
+
+  /* SDEdit: strength 0 is the input itself with nothing to run; 0.5 runs the last 5 of 10 steps. */
+  drb_schedule_params_init(&sp);
+  sp.sigma_min = 0.01;
+  sp.sigma_max = 10.0;
+  CHECK(drb_schedule("karras", 10, &sp, sigmas, 11, &n) == DRB_OK);
+  for (i = 0; i < C * F * LH * LW; ++i) {
+    plate[i] = (double)(i % 7) / 7.0;
+    start_noise[i] = noise[i];
+  }
+  CHECK(drb_sdedit_start(DRB_FLOAT64, shape, 5, plate, start_noise, sigmas, n, 0.0, x, tail, &count) == DRB_OK);
+  CHECK(count == 1 && tail[0] == 0.0 && memcmp(x, plate, sizeof x) == 0);
+  drb_sample_params_init(&p);
+  CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 5, x, tail, count, &p) == DRB_OK);
+  CHECK(g.calls == 0 && memcmp(x, plate, sizeof x) == 0);
+  CHECK(drb_sdedit_start(DRB_FLOAT64, shape, 5, plate, start_noise, sigmas, n, 0.5, x, tail, &count) == DRB_OK);
+  CHECK(count == 6 && tail[0] == sigmas[5]);
+  CHECK(fabs(x[3] - (plate[3] + sigmas[5] * start_noise[3])) < 1e-12);
+  CHECK(drb_sdedit_start(DRB_FLOAT64, shape, 5, plate, start_noise, sigmas, n, 1.5, x, tail, &count) ==
+        DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "strength") != NULL);
+
+  /* Composition: the plate is kept exactly where the mask is 0 (the left half). */
+  for (f = 0; f < F; ++f)
+    for (y = 0; y < H; ++y)
+      for (xx = 0; xx < W; ++xx) masks[(f * H + y) * W + xx] = xx >= W / 2 ? 1.0f : 0.0f;
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask) == DRB_OK);
+  CHECK(mask[0] == 0.0f && mask[LW - 1] == 1.0f);
+  masks[0] = 2.0f;
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "[0, 1]") != NULL);
+  for (i = 0; i < C * F * LH * LW; ++i) x[i] = 10.0 * start_noise[i];
+  p.composite_plate = plate;
+  p.composite_mask = mask;
+  CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 5, x, sigmas, n, &p) == DRB_OK);
+  for (i = 0; i < C * F * LH * LW; ++i) {
+    if (i % LW < LW / 2)
+      exact &= x[i] == plate[i];
+    else
+      moved += fabs(x[i] - plate[i]) > 1e-3;
+  }
+  CHECK(exact);
+  CHECK(moved > 0);
+  p.composite_resample = 9;
+  CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 5, x, sigmas, n, &p) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "resample") != NULL);
+
+  /* Energy guidance: a C energy pulling x0 towards 1 moves the result towards 1. */
+  {
+    double plain = 0, guided = 0;
+    drb_sample_params_init(&p);
+    for (i = 0; i < C * F * LH * LW; ++i) x[i] = 10.0 * start_noise[i];
+    CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 5, x, sigmas, n, &p) == DRB_OK);
+    for (i = 0; i < C * F * LH * LW; ++i) plain += (x[i] - 1.0) * (x[i] - 1.0);
+    p.energy = pull_to_one;
+    p.energy_user = &energy_calls;
+    p.energy_strength = 0.2;
+    for (i = 0; i < C * F * LH * LW; ++i) x[i] = 10.0 * start_noise[i];
+    CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 5, x, sigmas, n, &p) == DRB_OK);
+    for (i = 0; i < C * F * LH * LW; ++i) guided += (x[i] - 1.0) * (x[i] - 1.0);
+    CHECK(energy_calls == 10);
+    CHECK(guided < 0.5 * plain);
+  }
+}
+
 static int stop_after_two(void* user, int64_t step, int64_t num_steps, double sigma, double sigma_next) {
   (void)user; (void)num_steps; (void)sigma; (void)sigma_next;
   return step == 1;
@@ -188,6 +306,7 @@ int main(void) {
   }
 
   test_physics();
+  test_guide();
 
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
