@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "derrumbe/derrumbe.hpp"
+#include "derrumbe/models/exported.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/simulate.hpp"
 #include "derrumbe/render/output.hpp"
@@ -533,6 +534,20 @@ PYBIND11_MODULE(_derrumbe, m) {
              return std::make_shared<drb::ParameterizedDenoiser>(fn, drb::prediction_from_name(prediction));
            }),
            py::arg("net"), py::arg("prediction"));
+
+  m.def(
+      "load_torchscript",
+      [](const std::string& path, const std::string& prediction, const std::string& device) {
+        return drb::models::load_torchscript(path, drb::prediction_from_name(prediction), device);
+      },
+      py::arg("path"), py::arg("prediction"), py::arg("device") = "cpu",
+      "A TorchScript network net(input, time) -> prediction as a Denoiser.");
+  m.def(
+      "load_aoti",
+      [](const std::string& path, const std::string& prediction) {
+        return drb::models::load_aoti(path, drb::prediction_from_name(prediction));
+      },
+      py::arg("path"), py::arg("prediction"), "An AOTInductor package (.pt2) net(input, time) -> prediction as a Denoiser.");
 
   py::class_<drb::GuidedDenoiser, drb::Denoiser, std::shared_ptr<drb::GuidedDenoiser>>(m, "Guided")
       .def(py::init([](py::object model, const std::string& method, double scale, std::vector<double> scale_schedule,

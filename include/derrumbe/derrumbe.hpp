@@ -7,6 +7,8 @@
 #include "derrumbe/guide/noise_warp.hpp"
 #include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/models/analytic.hpp"
+#include "derrumbe/models/exported.hpp"
+#include "derrumbe/models/safetensors.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/scene.hpp"
 #include "derrumbe/physics/simulate.hpp"

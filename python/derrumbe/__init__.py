@@ -20,6 +20,8 @@ from ._derrumbe import (
     NoiseWarper,
     StepHook,
     latent_flow,
+    load_aoti,
+    load_torchscript,
     prepare_mask,
     reduce_frames,
     warp_noise,
@@ -43,7 +45,7 @@ __version__ = _derrumbe.version()
 __all__ = [
     "AOVs", "aov_channel_names", "aovs_to_tensor", "Cancelled", "Composite", "Denoiser", "Energy", "EnergyGuided",
     "FlowWarpEnergy", "GaussianMixture", "Guided", "MaskEnergy", "NoiseWarper", "Parameterized", "SamplerState",
-    "Scene", "SimTrack", "StepHook", "cfg_combine", "cfg_zero_combine", "latent_flow", "prepare_mask", "randn",
+    "Scene", "SimTrack", "StepHook", "cfg_combine", "cfg_zero_combine", "latent_flow", "load_aoti", "load_torchscript", "prepare_mask", "randn",
     "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "start_state", "warp_noise",
 ]
 
