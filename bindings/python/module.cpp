@@ -456,6 +456,70 @@ void bind_guide(py::module_& m) {
           py::arg("x0"));
 }
 
+// ---- Wan transformer (bind_wan) --------------------------------------------------------------
+void bind_wan(py::module_& m) {
+  namespace wan = drb::models::wan;
+  auto parse_device = [](const py::object& device) -> c10::Device {
+    if (py::isinstance<py::str>(device)) {
+      const std::string name = device.cast<std::string>();
+      try {
+        return c10::Device(name);
+      } catch (const c10::Error&) {
+        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
+      }
+    }
+    return device.cast<c10::Device>();
+  };
+  py::class_<wan::Transformer, std::shared_ptr<wan::Transformer>>(
+      m, "WanTransformer",
+      "Wan2.1/2.2 text-to-video transformer (diffusers' WanTransformer3DModel), native in LibTorch.")
+      .def_static(
+          "load",
+          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+            const c10::Device dev = parse_device(device);
+            py::gil_scoped_release nogil;
+            return std::make_shared<wan::Transformer>(
+                wan::Transformer::load(directory, dtype.value_or(at::kFloat), dev));
+          },
+          py::arg("directory"), py::arg("dtype") = py::none(), py::arg("device") = "cpu",
+          "Loads a directory saved by diffusers' save_pretrained (config.json + safetensors; diffusers or "
+          "original/ComfyUI key layout).")
+      .def(
+          "__call__",
+          [](const wan::Transformer& t, const at::Tensor& hidden_states, const at::Tensor& timestep,
+             const at::Tensor& context) {
+            py::gil_scoped_release nogil;
+            return t.forward(hidden_states, timestep, context);
+          },
+          py::arg("hidden_states"), py::arg("timestep"), py::arg("context"),
+          "hidden_states [B, C, F, H, W], timestep [B] or [B, tokens], context [B, L, text_dim] -> flow "
+          "prediction [B, C_out, F, H, W].")
+      .def_property_readonly("config",
+                             [](const wan::Transformer& t) {
+                               const wan::TransformerConfig& c = t.config();
+                               py::dict d;
+                               d["patch_size"] = py::make_tuple(c.patch_size[0], c.patch_size[1], c.patch_size[2]);
+                               d["num_attention_heads"] = c.num_attention_heads;
+                               d["attention_head_dim"] = c.attention_head_dim;
+                               d["in_channels"] = c.in_channels;
+                               d["out_channels"] = c.out_channels;
+                               d["text_dim"] = c.text_dim;
+                               d["freq_dim"] = c.freq_dim;
+                               d["ffn_dim"] = c.ffn_dim;
+                               d["num_layers"] = c.num_layers;
+                               d["cross_attn_norm"] = c.cross_attn_norm;
+                               d["qk_norm"] = c.qk_norm;
+                               d["eps"] = c.eps;
+                               d["rope_max_seq_len"] = c.rope_max_seq_len;
+                               return d;
+                             })
+      .def("parameters", [](const wan::Transformer& t) { return t.parameters(); },
+           "Parameters by diffusers name (the tensors themselves, not copies).")
+      .def_static("diffusers_key", &wan::diffusers_key, py::arg("key"),
+                  "The diffusers name of an original/ComfyUI checkpoint key (diffusers keys are unchanged).");
+}
+// ---- end Wan transformer ----------------------------------------------------------------------
+
 #define DRB_SAMPLE_KWARGS                                                                                          \
   py::kw_only(), py::arg("eta") = py::none(), py::arg("s_noise") = 1.0, py::arg("s_churn") = 0.0,                 \
       py::arg("s_tmin") = 0.0, py::arg("s_tmax") = std::numeric_limits<double>::infinity(), py::arg("order") = 0, \
@@ -608,6 +672,7 @@ PYBIND11_MODULE(_derrumbe, m) {
   bind_physics(m);
   bind_render(m);
   bind_guide(m);
+  bind_wan(m);
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

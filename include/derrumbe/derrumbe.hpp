@@ -9,6 +9,7 @@
 #include "derrumbe/models/analytic.hpp"
 #include "derrumbe/models/exported.hpp"
 #include "derrumbe/models/safetensors.hpp"
+#include "derrumbe/models/wan/transformer.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/scene.hpp"
 #include "derrumbe/physics/simulate.hpp"

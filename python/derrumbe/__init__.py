@@ -19,6 +19,7 @@ from ._derrumbe import (
     MaskEnergy,
     NoiseWarper,
     StepHook,
+    WanTransformer,
     latent_flow,
     load_aoti,
     load_torchscript,
@@ -45,7 +46,7 @@ __version__ = _derrumbe.version()
 __all__ = [
     "AOVs", "aov_channel_names", "aovs_to_tensor", "Cancelled", "Composite", "Denoiser", "Energy", "EnergyGuided",
     "FlowWarpEnergy", "GaussianMixture", "Guided", "MaskEnergy", "NoiseWarper", "Parameterized", "SamplerState",
-    "Scene", "SimTrack", "StepHook", "cfg_combine", "cfg_zero_combine", "latent_flow", "load_aoti", "load_torchscript", "prepare_mask", "randn",
+    "Scene", "SimTrack", "StepHook", "WanTransformer", "cfg_combine", "cfg_zero_combine", "latent_flow", "load_aoti", "load_torchscript", "prepare_mask", "randn",
     "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "start_state", "warp_noise",
 ]
 
