@@ -99,6 +99,13 @@ class PyConditional : public drb::ConditionalDenoiser {
   py::object fn_;
 };
 
+// A conditional model: a derrumbe ConditionalDenoiser (WanDenoiser), or a Python callable.
+std::shared_ptr<drb::ConditionalDenoiser> as_conditional(const py::object& model) {
+  if (py::isinstance<drb::ConditionalDenoiser>(model)) return model.cast<std::shared_ptr<drb::ConditionalDenoiser>>();
+  drb::check_arg(PyCallable_Check(model.ptr()), "model must be callable as model(x, sigma, branches)");
+  return std::make_shared<PyConditional>(model);
+}
+
 // Anything usable as a model: a derrumbe Denoiser, or a Python callable.
 std::shared_ptr<drb::Denoiser> as_denoiser(const py::object& model) {
   if (py::isinstance<drb::Denoiser>(model)) return model.cast<std::shared_ptr<drb::Denoiser>>();
@@ -520,6 +527,159 @@ void bind_wan(py::module_& m) {
 }
 // ---- end Wan transformer ----------------------------------------------------------------------
 
+// ---- Wan VAE (bind_wan_vae) -------------------------------------------------------------------
+void bind_wan_vae(py::module_& m) {
+  namespace wan = drb::models::wan;
+  auto parse_device = [](const py::object& device) -> c10::Device {
+    if (py::isinstance<py::str>(device)) {
+      const std::string name = device.cast<std::string>();
+      try {
+        return c10::Device(name);
+      } catch (const c10::Error&) {
+        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
+      }
+    }
+    return device.cast<c10::Device>();
+  };
+  py::class_<wan::Vae, std::shared_ptr<wan::Vae>>(
+      m, "WanVae", "Wan2.1 video VAE (diffusers' AutoencoderKLWan), native in LibTorch.")
+      .def_static(
+          "load",
+          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+            const c10::Device dev = parse_device(device);
+            py::gil_scoped_release nogil;
+            return std::make_shared<wan::Vae>(wan::Vae::load(directory, dtype.value_or(at::kFloat), dev));
+          },
+          py::arg("directory"), py::arg("dtype") = py::none(), py::arg("device") = "cpu",
+          "Loads a directory saved by diffusers' save_pretrained (config.json + safetensors, diffusers keys).")
+      .def(
+          "encode",
+          [](const wan::Vae& v, const at::Tensor& frames, bool normalize) {
+            py::gil_scoped_release nogil;
+            return v.encode(frames, normalize);
+          },
+          py::arg("frames"), py::arg("normalize") = true,
+          "frames [B, 3, 1 + 4k, H, W] in [-1, 1] -> posterior mean latents [B, z_dim, 1 + k, H / 8, W / 8], "
+          "normalized ((mu - latents_mean) / latents_std) when `normalize`.")
+      .def(
+          "decode",
+          [](const wan::Vae& v, const at::Tensor& latents, bool normalized, int64_t tile_height, int64_t tile_width,
+             int64_t overlap) {
+            py::gil_scoped_release nogil;
+            return v.decode(latents, normalized, wan::TileOptions{tile_height, tile_width, overlap});
+          },
+          py::arg("latents"), py::arg("normalized") = true, py::arg("tile_height") = 0, py::arg("tile_width") = 0,
+          py::arg("overlap") = 32,
+          "latents [B, z_dim, F, H, W] (normalized when `normalized`) -> frames [B, 3, 1 + 4 (F - 1), 8 H, 8 W] in "
+          "[-1, 1]; tiled spatially (tile sizes and overlap in pixels, multiples of 8) when a tile size is given.")
+      .def_property_readonly("config",
+                             [](const wan::Vae& v) {
+                               const wan::VaeConfig& c = v.config();
+                               py::dict d;
+                               d["base_dim"] = c.base_dim;
+                               d["z_dim"] = c.z_dim;
+                               d["dim_mult"] = c.dim_mult;
+                               d["num_res_blocks"] = c.num_res_blocks;
+                               d["attn_scales"] = c.attn_scales;
+                               d["temperal_downsample"] = c.temperal_downsample;
+                               d["latents_mean"] = c.latents_mean;
+                               d["latents_std"] = c.latents_std;
+                               d["in_channels"] = c.in_channels;
+                               d["out_channels"] = c.out_channels;
+                               return d;
+                             })
+      .def("parameters", [](const wan::Vae& v) { return v.parameters(); },
+           "Parameters by diffusers name (the tensors themselves, not copies).");
+}
+// ---- end Wan VAE --------------------------------------------------------------------------------
+
+// ---- Wan text encoder and tokenizer (bind_wan_text) -------------------------------------------
+void bind_wan_text(py::module_& m) {
+  namespace wan = drb::models::wan;
+  auto parse_device = [](const py::object& device) -> c10::Device {
+    if (py::isinstance<py::str>(device)) {
+      const std::string name = device.cast<std::string>();
+      try {
+        return c10::Device(name);
+      } catch (const c10::Error&) {
+        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
+      }
+    }
+    return device.cast<c10::Device>();
+  };
+  py::class_<wan::UMT5Encoder, std::shared_ptr<wan::UMT5Encoder>>(
+      m, "UMT5Encoder", "Wan's text encoder (transformers' UMT5EncoderModel), native in LibTorch.")
+      .def_static(
+          "load",
+          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+            const c10::Device dev = parse_device(device);
+            py::gil_scoped_release nogil;
+            return std::make_shared<wan::UMT5Encoder>(
+                wan::UMT5Encoder::load(directory, dtype.value_or(at::kFloat), dev));
+          },
+          py::arg("directory"), py::arg("dtype") = py::none(), py::arg("device") = "cpu",
+          "Loads a directory saved by transformers' save_pretrained (config.json + safetensors).")
+      .def(
+          "__call__",
+          [](const wan::UMT5Encoder& e, const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask) {
+            py::gil_scoped_release nogil;
+            return e.forward(input_ids, attention_mask.value_or(at::Tensor()));
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = py::none(),
+          "input_ids [B, L] int64, attention_mask [B, L] (0/1; None: all ones) -> last_hidden_state [B, L, d_model].")
+      .def_property_readonly("config",
+                             [](const wan::UMT5Encoder& e) {
+                               const wan::UMT5Config& c = e.config();
+                               py::dict d;
+                               d["vocab_size"] = c.vocab_size;
+                               d["d_model"] = c.d_model;
+                               d["d_kv"] = c.d_kv;
+                               d["d_ff"] = c.d_ff;
+                               d["num_layers"] = c.num_layers;
+                               d["num_heads"] = c.num_heads;
+                               d["relative_attention_num_buckets"] = c.relative_attention_num_buckets;
+                               d["relative_attention_max_distance"] = c.relative_attention_max_distance;
+                               d["layer_norm_epsilon"] = c.layer_norm_epsilon;
+                               d["feed_forward_proj"] = c.feed_forward_proj;
+                               return d;
+                             })
+      .def("parameters", [](const wan::UMT5Encoder& e) { return e.parameters(); },
+           "Parameters by transformers name (the tensors themselves, not copies).");
+  py::class_<wan::Tokenizer, std::shared_ptr<wan::Tokenizer>>(
+      m, "Tokenizer", "The T5/umT5 SentencePiece tokenizer, as transformers' T5Tokenizer encodes.")
+      .def_static(
+          "load", [](const std::string& path) { return std::make_shared<wan::Tokenizer>(wan::Tokenizer::load(path)); },
+          py::arg("path"), "A SentencePiece model (spiece.model / tokenizer.model) or a directory holding one.")
+      .def(
+          "encode",
+          [](const wan::Tokenizer& t, const std::string& text, int64_t max_length) {
+            py::gil_scoped_release nogil;
+            return t.encode(text, max_length);
+          },
+          py::arg("text"), py::arg("max_length") = 0,
+          "Token ids followed by EOS; truncated to max_length (EOS kept) when max_length > 0.")
+      .def(
+          "batch",
+          [](const wan::Tokenizer& t, const std::vector<std::string>& texts, int64_t max_length) {
+            py::gil_scoped_release nogil;
+            return t.batch(texts, max_length);
+          },
+          py::arg("texts"), py::arg("max_length"),
+          "(input_ids, attention_mask), both [B, max_length] int64, padded with the pad id (0).")
+      .def_property_readonly("vocab_size", &wan::Tokenizer::vocab_size);
+  m.def(
+      "encode_prompts",
+      [](const wan::Tokenizer& tokenizer, const wan::UMT5Encoder& encoder, const std::vector<std::string>& prompts,
+         int64_t max_length) {
+        py::gil_scoped_release nogil;
+        return wan::encode_prompts(tokenizer, encoder, prompts, max_length);
+      },
+      py::arg("tokenizer"), py::arg("encoder"), py::arg("prompts"), py::arg("max_length") = 512,
+      "The Wan pipeline's prompt embeddings [B, max_length, d_model] float32, zero beyond each prompt's tokens "
+      "(whitespace-cleaned; no ftfy/HTML unescaping).");
+}
+// ---- end Wan text -----------------------------------------------------------------------------
+
 #define DRB_SAMPLE_KWARGS                                                                                          \
   py::kw_only(), py::arg("eta") = py::none(), py::arg("s_noise") = 1.0, py::arg("s_churn") = 0.0,                 \
       py::arg("s_tmin") = 0.0, py::arg("s_tmax") = std::numeric_limits<double>::infinity(), py::arg("order") = 0, \
@@ -613,14 +773,42 @@ PYBIND11_MODULE(_derrumbe, m) {
       },
       py::arg("path"), py::arg("prediction"), "An AOTInductor package (.pt2) net(input, time) -> prediction as a Denoiser.");
 
+  py::class_<drb::ConditionalDenoiser, std::shared_ptr<drb::ConditionalDenoiser>>(m, "ConditionalDenoiser")
+      .def(
+          "__call__",
+          [](drb::ConditionalDenoiser& d, const at::Tensor& x, const py::object& sigma, std::vector<std::string> names) {
+            std::vector<drb::Branch> branches;
+            for (const auto& n : names) {
+              drb::check_arg(n == "cond" || n == "uncond", "branches are 'cond' or 'uncond', got '" + n + "'");
+              branches.push_back(n == "cond" ? drb::Branch::cond : drb::Branch::uncond);
+            }
+            const double s = sigma_value(sigma);
+            py::gil_scoped_release nogil;
+            return d.denoise(x, s, branches);
+          },
+          py::arg("x"), py::arg("sigma"), py::arg("branches") = std::vector<std::string>{"cond"});
+  py::class_<drb::models::wan::WanDenoiser, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::WanDenoiser>>(
+      m, "WanDenoiser", "The Wan transformer over prompt embeddings (flow prediction) as a conditional model for Guided.")
+      .def(py::init([](std::shared_ptr<drb::models::wan::Transformer> t, const at::Tensor& prompt_embeds,
+                       std::optional<at::Tensor> negative_embeds) {
+             return std::make_shared<drb::models::wan::WanDenoiser>(std::move(t), prompt_embeds,
+                                                                    negative_embeds.value_or(at::Tensor()));
+           }),
+           py::arg("transformer"), py::arg("prompt_embeds"), py::arg("negative_embeds") = py::none());
+  py::class_<drb::models::wan::ExpertSwitch, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::ExpertSwitch>>(
+      m, "ExpertSwitch", "Wan2.2-A14B: the high-noise expert while the flow time t >= boundary, then the low-noise one.")
+      .def(py::init([](const py::object& high, const py::object& low, double boundary) {
+             return std::make_shared<drb::models::wan::ExpertSwitch>(as_conditional(high), as_conditional(low), boundary);
+           }),
+           py::arg("high"), py::arg("low"), py::arg("boundary"));
+
   py::class_<drb::GuidedDenoiser, drb::Denoiser, std::shared_ptr<drb::GuidedDenoiser>>(m, "Guided")
       .def(py::init([](py::object model, const std::string& method, double scale, std::vector<double> scale_schedule,
                        double sigma_start, double sigma_end, bool batched, int64_t zero_init_steps, double apg_eta,
                        double apg_norm_threshold, double apg_momentum) {
-             drb::check_arg(PyCallable_Check(model.ptr()), "model must be callable as model(x, sigma, branches)");
              drb::GuidanceOptions o{method,  scale,           std::move(scale_schedule), sigma_start,       sigma_end,
                                     batched, zero_init_steps, apg_eta,                   apg_norm_threshold, apg_momentum};
-             return std::make_shared<drb::GuidedDenoiser>(std::make_shared<PyConditional>(model), o);
+             return std::make_shared<drb::GuidedDenoiser>(as_conditional(model), o);
            }),
            py::arg("model"), py::kw_only(), py::arg("method") = "cfg", py::arg("scale") = 5.0,
            py::arg("scale_schedule") = std::vector<double>{}, py::arg("sigma_start") = std::numeric_limits<double>::infinity(),
@@ -673,6 +861,8 @@ PYBIND11_MODULE(_derrumbe, m) {
   bind_render(m);
   bind_guide(m);
   bind_wan(m);
+  bind_wan_text(m);
+  bind_wan_vae(m);
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

@@ -1,0 +1,37 @@
+// The Wan transformer as the sampler's model: a ConditionalDenoiser over prompt embeddings
+// (cond: the prompt, uncond: the negative prompt) whose flow prediction is mapped to x0 in VE
+// form (parameterization.hpp: t = sigma / (1 + sigma), input (1 - t) x, D = x_t - t v), with
+// the timestep t * 1000 as the Wan pipelines pass it. Wrap it in GuidedDenoiser for CFG.
+#pragma once
+#include <memory>
+
+#include "derrumbe/models/wan/transformer.hpp"
+#include "derrumbe/sample/guidance.hpp"
+
+namespace drb::models::wan {
+
+class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
+ public:
+  // prompt_embeds, negative_embeds: [1, L, text_dim] (shared by the batch) or [B, L, text_dim];
+  // negative_embeds may be undefined when only the cond branch is used (scale 1).
+  WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds, at::Tensor negative_embeds = {});
+  at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
+
+ private:
+  std::shared_ptr<const Transformer> transformer_;
+  at::Tensor cond_, uncond_;
+};
+
+// Wan2.2-A14B: two experts, `high` while the flow time t >= boundary (boundary_ratio, 0.875
+// in the released config), `low` after it.
+class DRB_EXPORT ExpertSwitch : public ConditionalDenoiser {
+ public:
+  ExpertSwitch(std::shared_ptr<ConditionalDenoiser> high, std::shared_ptr<ConditionalDenoiser> low, double boundary);
+  at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
+
+ private:
+  std::shared_ptr<ConditionalDenoiser> high_, low_;
+  double boundary_;
+};
+
+}  // namespace drb::models::wan
