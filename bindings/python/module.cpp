@@ -790,11 +790,12 @@ PYBIND11_MODULE(_derrumbe, m) {
   py::class_<drb::models::wan::WanDenoiser, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::WanDenoiser>>(
       m, "WanDenoiser", "The Wan transformer over prompt embeddings (flow prediction) as a conditional model for Guided.")
       .def(py::init([](std::shared_ptr<drb::models::wan::Transformer> t, const at::Tensor& prompt_embeds,
-                       std::optional<at::Tensor> negative_embeds) {
-             return std::make_shared<drb::models::wan::WanDenoiser>(std::move(t), prompt_embeds,
-                                                                    negative_embeds.value_or(at::Tensor()));
+                       std::optional<at::Tensor> negative_embeds, bool integer_timesteps) {
+             return std::make_shared<drb::models::wan::WanDenoiser>(
+                 std::move(t), prompt_embeds, negative_embeds.value_or(at::Tensor()), integer_timesteps);
            }),
-           py::arg("transformer"), py::arg("prompt_embeds"), py::arg("negative_embeds") = py::none());
+           py::arg("transformer"), py::arg("prompt_embeds"), py::arg("negative_embeds") = py::none(), py::kw_only(),
+           py::arg("integer_timesteps") = false);
   py::class_<drb::models::wan::ExpertSwitch, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::ExpertSwitch>>(
       m, "ExpertSwitch", "Wan2.2-A14B: the high-noise expert while the flow time t >= boundary, then the low-noise one.")
       .def(py::init([](const py::object& high, const py::object& low, double boundary) {

@@ -22,8 +22,8 @@ at::Tensor checked_embeds(const at::Tensor& e, const Transformer& t, const char*
 }  // namespace
 
 WanDenoiser::WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds,
-                         at::Tensor negative_embeds)
-    : transformer_(std::move(transformer)) {
+                         at::Tensor negative_embeds, bool integer_timesteps)
+    : transformer_(std::move(transformer)), integer_timesteps_(integer_timesteps) {
   check_arg(transformer_ != nullptr, "WanDenoiser: transformer is null");
   check_arg(prompt_embeds.defined(), "WanDenoiser: prompt_embeds is undefined");
   cond_ = checked_embeds(prompt_embeds, *transformer_, "prompt_embeds");
@@ -47,7 +47,8 @@ at::Tensor WanDenoiser::denoise(const at::Tensor& x, double sigma, std::span<con
   // The flow-prediction adapter: the network sees x_t = (1 - t) x and the timestep t * 1000.
   ParameterizedDenoiser flow(
       [&](const at::Tensor& input, double t) {
-        return transformer_->forward(input, at::full({input.size(0)}, t * 1000.0, input.options().dtype(at::kFloat)),
+        const double timestep = integer_timesteps_ ? std::floor(t * 1000.0) : t * 1000.0;
+        return transformer_->forward(input, at::full({input.size(0)}, timestep, input.options().dtype(at::kFloat)),
                                      context);
       },
       Prediction::flow);

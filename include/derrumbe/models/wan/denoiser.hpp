@@ -1,7 +1,9 @@
 // The Wan transformer as the sampler's model: a ConditionalDenoiser over prompt embeddings
 // (cond: the prompt, uncond: the negative prompt) whose flow prediction is mapped to x0 in VE
 // form (parameterization.hpp: t = sigma / (1 + sigma), input (1 - t) x, D = x_t - t v), with
-// the timestep t * 1000 as the Wan pipelines pass it. Wrap it in GuidedDenoiser for CFG.
+// the timestep t * 1000 as the Wan pipelines pass it: unrounded with FlowMatchEuler, truncated
+// to an integer with the UniPC scheduler Wan ships (integer_timesteps; the time embedding
+// changes visibly between neighbouring integers). Wrap it in GuidedDenoiser for CFG.
 #pragma once
 #include <memory>
 
@@ -14,12 +16,14 @@ class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
  public:
   // prompt_embeds, negative_embeds: [1, L, text_dim] (shared by the batch) or [B, L, text_dim];
   // negative_embeds may be undefined when only the cond branch is used (scale 1).
-  WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds, at::Tensor negative_embeds = {});
+  WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds, at::Tensor negative_embeds = {},
+              bool integer_timesteps = false);
   at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
 
  private:
   std::shared_ptr<const Transformer> transformer_;
   at::Tensor cond_, uncond_;
+  bool integer_timesteps_;
 };
 
 // Wan2.2-A14B: two experts, `high` while the flow time t >= boundary (boundary_ratio, 0.875
