@@ -1,4 +1,4 @@
-"""Parity of derrumbe's native Wan2.1 VAE with diffusers' AutoencoderKLWan.
+"""Parity of derrumbe's native Wan VAE (Wan2.1 and Wan2.2 layouts) with diffusers' AutoencoderKLWan.
 
 Everything expected is computed at test time by diffusers itself: a VAE with a tiny config (the
 one diffusers' own Wan tests use, base_dim 3, and a base_dim 8 one, since base_dim 3 makes
@@ -8,6 +8,10 @@ gammas, so that every weight matters. It is saved with save_pretrained, loaded b
 the directory, and both run on the same random inputs on the CPU in float32: encode (the
 posterior mean), decode (chunked with the causal cache, clamped), the pipelines' latent
 normalization, and tiled decoding against diffusers' enable_tiling with the same tiles.
+
+The Wan2.2 layout (Wan2.2-TI2V-5B's VAE: is_residual, patch_size 2, decoder_base_dim, 48 latent
+channels) is tested the same way with tiny configs of its own (the *_22 tests below), plus the
+new fields one at a time (residual without patchify, patchify without residual).
 """
 import json
 
@@ -260,9 +264,12 @@ def test_unexpected_key_is_named(tiny, tmp_path):
 
 def test_bad_config(tiny, tmp_path):
     for sub, edit, exc, pattern in [
-        ("residual", lambda c: c.update(is_residual=True), NotImplementedError, "is_residual"),
-        ("patch", lambda c: c.update(patch_size=2), NotImplementedError, "patch_size"),
-        ("decoder_dim", lambda c: c.update(decoder_base_dim=6), NotImplementedError, "decoder_base_dim"),
+        # the Wan2.2 fields load now; with the Wan2.1 weights they do not match
+        ("residual", lambda c: c.update(is_residual=True), ValueError,
+         r"missing 'encoder\.down_blocks\.0\.resnets\.0\..*is_residual"),
+        ("patch", lambda c: c.update(patch_size=2), ValueError, "multiples of patch_size\\^2 = 4"),
+        ("decoder_dim", lambda c: c.update(decoder_base_dim=6), ValueError, r"'decoder\.conv_in\.weight' has shape"),
+        ("spatial", lambda c: c.update(scale_factor_spatial=16), NotImplementedError, "scale_factor_spatial"),
         ("attn", lambda c: c.update(attn_scales=[0.5]), NotImplementedError, "attn_scales"),
         ("str", lambda c: c.update(base_dim="three"), ValueError, "base_dim"),
         ("tds", lambda c: c.update(temperal_downsample=[True, True]), ValueError, "temperal_downsample"),
@@ -275,3 +282,203 @@ def test_bad_config(tiny, tmp_path):
             derrumbe.WanVae.load(d)
     with pytest.raises(FileNotFoundError, match="config.json"):
         derrumbe.WanVae.load(str(tmp_path / "nowhere"))
+
+
+# ---- Wan2.2 layout (AutoencoderKLWan with is_residual / patch_size / decoder_base_dim) ----------
+
+def stats(z):
+    return dict(latents_mean=[0.3 * ((i * 7) % 11 - 5) / 5 for i in range(z)],
+                latents_std=[0.5 + 0.1 * ((i * 5) % 13) for i in range(z)])
+
+
+# Wan2.2-TI2V-5B's layout shrunk: 48 latent channels, a narrower encoder than decoder, 2x2 patches
+# (12 = 3 x 2 x 2 channels), 16 pixels per latent.
+WAN22 = dict(base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+             temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+             out_channels=12, scale_factor_spatial=16, **stats(48))
+# temporal levels first (DupUp3D with factor_t 2 on the last two decoder levels, a spatial-only
+# one first), channel changes inside levels, 2 residual blocks, decoder_base_dim left null, and
+# attn_scales (ignored by the residual layout)
+WAN22_EARLY_T = dict(base_dim=8, z_dim=8, dim_mult=[1, 1, 2, 2], num_res_blocks=2, attn_scales=[1.0, 0.5],
+                     temperal_downsample=[True, True, False], is_residual=True, patch_size=2, in_channels=12,
+                     out_channels=12, scale_factor_spatial=16, **stats(8))
+# the new fields one at a time: residual blocks without patchify, patchify (and a wider decoder)
+# with the Wan2.1 blocks
+RESIDUAL_P1 = dict(base_dim=8, decoder_base_dim=16, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                   temperal_downsample=[False, True, True], is_residual=True)
+PATCH_21 = dict(base_dim=8, decoder_base_dim=12, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                temperal_downsample=[False, True, True], patch_size=2, in_channels=12, out_channels=12,
+                scale_factor_spatial=16)
+CONFIGS22 = {"wan22": WAN22, "wan22_early_t": WAN22_EARLY_T, "residual_p1": RESIDUAL_P1, "patch_21": PATCH_21}
+
+
+def layout(config):
+    """(frame channels, pixels per latent, latent channels) of a config."""
+    p = config.get("patch_size") or 1
+    s = p * 2 ** (len(config["dim_mult"]) - 1)
+    return config.get("in_channels", 3) // (p * p), s, config["z_dim"]
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS22))
+def vae22(request, tmp_path_factory):
+    config = CONFIGS22[request.param]
+    model = make_model(config)
+    directory = tmp_path_factory.mktemp("wan_vae22_" + request.param)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return request.param, config, model, str(directory), derrumbe.WanVae.load(str(directory))
+
+
+def test_parameters_are_the_diffusers_state_dict_22(vae22):
+    _, config, model, _, ours = vae22
+    expected = model.state_dict()
+    got = ours.parameters()
+    assert sorted(got) == sorted(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    if config.get("is_residual"):  # the residual modules really are there
+        assert "encoder.down_blocks.1.downsampler.resample.1.weight" in got
+        assert "decoder.up_blocks.0.upsampler.resample.1.weight" in got
+    ddim = config.get("decoder_base_dim") or config["base_dim"]
+    assert got["decoder.conv_in.weight"].shape[0] == ddim * config["dim_mult"][-1]
+
+
+def test_config_22(vae22):
+    _, config, model, _, ours = vae22
+    c = ours.config
+    for key in ("base_dim", "z_dim", "num_res_blocks", "in_channels", "out_channels"):
+        assert c[key] == model.config[key], key
+    assert c["latents_mean"] == pytest.approx(model.config.latents_mean)
+    assert c["latents_std"] == pytest.approx(model.config.latents_std)
+
+
+# (batch, frames, latent height, latent width)
+@pytest.mark.parametrize("shape", [(1, 9, 2, 2), (1, 5, 1, 3), (2, 1, 2, 1), (1, 13, 1, 1)])
+def test_encode_matches_diffusers_22(vae22, shape):
+    name, config, model, _, ours = vae22
+    channels, s, z = layout(config)
+    b, f, h, w = shape
+    x = frames((b, channels, f, h * s, w * s))
+    expected = reference_mean(model, x)
+    got = ours.encode(x, normalize=False)
+    assert got.shape == expected.shape == (b, z, 1 + (f - 1) // 4, h, w)
+    assert expected.abs().max() > 0.05  # a real signal
+    diff = max_abs(got, expected)
+    print(f"{name} encode {tuple(x.shape)}: max abs diff {diff:.3g}")
+    assert diff < TOL, f"{name} encode {tuple(x.shape)}: max abs diff {diff:.3g}"
+
+
+# (batch, latent frames, latent height, latent width)
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (1, 1, 1, 3), (2, 2, 2, 1)])
+def test_decode_matches_diffusers_22(vae22, shape):
+    name, config, model, _, ours = vae22
+    channels, s, z_dim = layout(config)
+    b, f, h, w = shape
+    z = latents((b, z_dim, f, h, w))
+    expected = reference_decode(model, z)
+    got = ours.decode(z, normalized=False)
+    assert got.shape == expected.shape == (b, channels, 1 + 4 * (f - 1), s * h, s * w)
+    inside = (expected.abs() < 1).float().mean().item()
+    assert inside > 0.2, f"degenerate reference: only {inside:.0%} of the output is not clamped"
+    assert got.abs().max() <= 1.0  # clamped
+    diff = max_abs(got, expected)
+    print(f"{name} decode {tuple(z.shape)}: max abs diff {diff:.3g}")
+    assert diff < TOL, f"{name} decode {tuple(z.shape)}: max abs diff {diff:.3g}"
+
+
+def test_latent_normalization_as_the_pipelines_22(vae22):
+    name, config, model, _, ours = vae22
+    channels, s, z_dim = layout(config)
+    mean, inv_std = statistics(model)
+    x = frames((1, channels, 5, s, 2 * s))
+    mu = reference_mean(model, x)
+    diff = max_abs(ours.encode(x), (mu - mean) * inv_std)
+    assert diff < TOL, f"{name} normalized encode: max abs diff {diff:.3g}"
+    z = latents((1, z_dim, 2, 2, 1))
+    expected = reference_decode(model, z / inv_std + mean)
+    diff = max_abs(ours.decode(z), expected)
+    assert diff < TOL, f"{name} normalized decode: max abs diff {diff:.3g}"
+
+
+# (batch, latent frames, latent height, latent width), tile height, tile width, overlap in units
+# of the pixels per latent (16 with patch_size 2)
+@pytest.mark.parametrize(
+    "shape, tile_height, tile_width, overlap",
+    [((1, 2, 4, 6), 2, 2, 1), ((1, 3, 5, 4), 2, 3, 1), ((1, 2, 4, 5), 3, 3, 2)],
+)
+def test_tiled_decode_matches_diffusers_22(vae22, shape, tile_height, tile_width, overlap):
+    name, config, _, directory, ours = vae22
+    _, s, z_dim = layout(config)
+    tile_height, tile_width, overlap = tile_height * s, tile_width * s, overlap * s
+    model = AutoencoderKLWan.from_pretrained(directory).eval()
+    model.enable_tiling(tile_sample_min_height=tile_height, tile_sample_min_width=tile_width,
+                        tile_sample_stride_height=tile_height - overlap, tile_sample_stride_width=tile_width - overlap)
+    b, f, h, w = shape
+    z = latents((b, z_dim, f, h, w), seed=3)
+    expected = reference_decode(model, z)
+    got = ours.decode(z, normalized=False, tile_height=tile_height, tile_width=tile_width, overlap=overlap)
+    assert got.shape == expected.shape
+    untiled = ours.decode(z, normalized=False)
+    assert max_abs(got, untiled) > 1e-3  # tiling really happened
+    diff = max_abs(got, expected)
+    tiles = f"{tile_height}x{tile_width}/{overlap}"
+    print(f"{name} tiled decode {tuple(z.shape)} tiles {tiles}: max abs diff {diff:.3g}")
+    assert diff < TOL, f"{name} tiled decode {tuple(z.shape)} tiles {tiles}: max abs diff {diff:.3g}"
+
+
+@pytest.fixture(scope="module")
+def wan22(tmp_path_factory):
+    model = make_model(WAN22)
+    directory = tmp_path_factory.mktemp("wan_vae22_errors")
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return model, str(directory)
+
+
+def test_bfloat16_close_to_float32_22(wan22):
+    _, directory = wan22
+    ours32 = derrumbe.WanVae.load(directory)
+    ours16 = derrumbe.WanVae.load(directory, dtype=torch.bfloat16)
+    x = frames((1, 3, 5, 32, 32))
+    a, b = ours32.encode(x), ours16.encode(x)
+    assert b.dtype == torch.float32
+    assert max_abs(a, b) < 0.1 * a.abs().max().item()
+    z = latents((1, 48, 2, 2, 2))
+    a, b = ours32.decode(z), ours16.decode(z)
+    assert max_abs(a, b) < 0.2
+
+
+def test_bad_inputs_22(wan22):
+    _, directory = wan22
+    ours = derrumbe.WanVae.load(directory)
+    with pytest.raises(ValueError, match=r"12 channels, the VAE takes in_channels / patch_size\^2 = 3"):
+        ours.encode(frames((1, 12, 5, 32, 32)))
+    with pytest.raises(ValueError, match="height = 24 is not a positive multiple of 16"):
+        ours.encode(frames((1, 3, 5, 24, 32)))
+    with pytest.raises(ValueError, match="16 channels, the VAE takes z_dim = 48"):
+        ours.decode(latents((1, 16, 2, 2, 2)))
+    with pytest.raises(ValueError, match="multiples of 16 with overlap < tile"):
+        ours.decode(latents((1, 48, 1, 4, 4)), tile_height=40, tile_width=32, overlap=16)
+    with pytest.raises(ValueError, match="multiples of 16 with overlap < tile"):
+        ours.decode(latents((1, 48, 1, 4, 4)), tile_height=32, tile_width=32, overlap=8)
+
+
+def test_bad_config_22(wan22, tmp_path):
+    for sub, edit, exc, pattern in [
+        # AvgDown3D of the last encoder level: 16 -> 32 channels with factor 1 (diffusers raises too)
+        ("avgdown", lambda c: c.update(dim_mult=[1, 2, 2, 4]), ValueError, r"encoder level 3 \(AvgDown3D 16 -> 32"),
+        # DupUp3D of the last upsampling decoder level: 96 -> 12 channels, factor 4 (diffusers asserts)
+        ("dupup", lambda c: c.update(dim_mult=[1, 1, 8, 8]), ValueError, r"decoder level 2 \(DupUp3D 96 -> 12"),
+        ("patch3", lambda c: c.update(patch_size=3), ValueError, "multiples of patch_size\\^2 = 9"),
+        ("spatial", lambda c: c.update(scale_factor_spatial=8), NotImplementedError,
+         r"scale_factor_spatial = 8 differs from the network's patch_size x 2\^\(levels - 1\) = 16"),
+        ("residual_off", lambda c: c.update(is_residual=False), ValueError, "missing|has shape"),
+        ("dec_str", lambda c: c.update(decoder_base_dim="12"), ValueError, "decoder_base_dim"),
+        ("dec_0", lambda c: c.update(decoder_base_dim=0), ValueError, "decoder_base_dim"),
+        ("res_str", lambda c: c.update(is_residual="yes"), ValueError, "is_residual"),
+    ]:
+        d = write_variant(wan22, tmp_path / sub, edit_config=edit)
+        with pytest.raises(exc, match=pattern):
+            derrumbe.WanVae.load(d)
+    with pytest.raises(ValueError, match="must be divisible by `out_channels`"):  # diffusers agrees
+        AutoencoderKLWan(**{**WAN22, "dim_mult": [1, 2, 2, 4]})
+    with pytest.raises(AssertionError):
+        AutoencoderKLWan(**{**WAN22, "dim_mult": [1, 1, 8, 8]})

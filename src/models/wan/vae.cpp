@@ -1,11 +1,11 @@
-// Wan2.1 video VAE, following diffusers' AutoencoderKLWan
-// (diffusers/models/autoencoders/autoencoder_kl_wan.py) module by module. Each function below is
-// one diffusers module and reads its parameters by the diffusers name, so `params_` is exactly
-// the diffusers state dict. The numbered "pitfall" comments refer to REFERENCES.md §3 (Wan in
-// diffusers): 1 (the VAE's RMS norm), 5 (chunked causal cache, the first upsampling chunk,
-// clamp, latent normalization), 6 (base_dim 3 degenerates: tested with base_dim 8 too) and 7
-// (module tree = key paths: WanResidualBlock's Dropout has no parameters, `resample.0` is the
-// parameterless upsample / zero pad).
+// Wan video VAE (Wan2.1 and, with is_residual / patch_size / decoder_base_dim, Wan2.2), following
+// diffusers' AutoencoderKLWan (diffusers/models/autoencoders/autoencoder_kl_wan.py) module by
+// module. Each function below is one diffusers module and reads its parameters by the diffusers
+// name, so `params_` is exactly the diffusers state dict. The numbered "pitfall" comments refer
+// to REFERENCES.md §3 (Wan in diffusers): 1 (the VAE's RMS norm), 5 (chunked causal cache, the
+// first upsampling chunk, clamp, latent normalization), 6 (base_dim 3 degenerates: tested with
+// base_dim 8 too) and 7 (module tree = key paths: WanResidualBlock's Dropout has no parameters,
+// `resample.0` is the parameterless upsample / zero pad).
 //
 // Only the cached (chunked) forward of the reference exists here, because it is the only one
 // diffusers' encode/decode use: a plain full-sequence causal pass does not match (pitfall 5).
@@ -50,8 +50,34 @@ const std::vector<double> kDefaultLatentsMean{-0.7571, -0.7089, -0.9113, 0.1075,
 const std::vector<double> kDefaultLatentsStd{2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                                              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160};
 
-// Spatial factor 2^(levels - 1): every level but the last halves H and W.
-int64_t spatial_factor(const VaeConfig& c) { return int64_t{1} << (c.dim_mult.size() - 1); }
+// The network's spatial factor 2^(levels - 1): every level but the last halves H and W (of the
+// patchified frames).
+int64_t network_factor(const VaeConfig& c) { return int64_t{1} << (c.dim_mult.size() - 1); }
+// Pixels per latent: the patchify's factor times the network's.
+int64_t spatial_factor(const VaeConfig& c) { return c.patch_size * network_factor(c); }
+int64_t temporal_factor(const VaeConfig& c) {
+  return int64_t{1} << std::count(c.temperal_downsample.begin(), c.temperal_downsample.end(), true);
+}
+
+// Channel widths: the encoder's dims = base_dim * ([1] + dim_mult), the decoder's
+// decoder_base_dim * ([dim_mult[-1]] + dim_mult reversed); level i goes from dims[i] to dims[i + 1].
+std::vector<int64_t> encoder_dims(const VaeConfig& c) {
+  std::vector<int64_t> dims{c.base_dim};
+  for (int64_t m : c.dim_mult) dims.push_back(c.base_dim * m);
+  return dims;
+}
+std::vector<int64_t> decoder_dims(const VaeConfig& c) {
+  const int64_t d = c.decoder_base_dim > 0 ? c.decoder_base_dim : c.base_dim;
+  std::vector<int64_t> dims{d * c.dim_mult.back()};
+  for (auto it = c.dim_mult.rbegin(); it != c.dim_mult.rend(); ++it) dims.push_back(d * *it);
+  return dims;
+}
+// Whether level i of the encoder halves time (only levels that downsample at all), and level i
+// of the decoder doubles it (temperal_upsample = temperal_downsample reversed).
+bool encoder_temporal(const VaeConfig& c, size_t i) { return i + 1 < c.dim_mult.size() && c.temperal_downsample[i]; }
+bool decoder_temporal(const VaeConfig& c, size_t i) {
+  return i + 1 < c.dim_mult.size() && c.temperal_downsample[c.dim_mult.size() - 2 - i];
+}
 
 // --- the reference's feat_cache / feat_idx ---------------------------------------------------
 
@@ -214,15 +240,102 @@ at::Tensor mid_block(const Params& p, const std::string& prefix, at::Tensor x, F
   return residual_block(p, prefix + ".resnets.1", x, cache);
 }
 
-// --- WanEncoder3d / WanDecoder3d (Wan2.1: is_residual false) -----------------------------------
+// --- AvgDown3D / DupUp3D (Wan2.2's parameterless shortcuts) ------------------------------------
+
+// AvgDown3D: space/time to channels, then the mean of groups of consecutive channels. Each
+// (ft x fs x fs) block of a channel c becomes channels c * f + (t, y, x) (f = ft fs fs), and
+// output channel o averages channels o * g ... o * g + g - 1 of those (g = C f / out). A chunk
+// whose frame count is not a multiple of ft gets zero frames in front first: the encoder's
+// 1-frame first chunk averages its frame with a zero frame on a temporal level. No cache.
+at::Tensor avg_down(at::Tensor x, int64_t out_channels, int64_t ft, int64_t fs) {
+  const int64_t pad_t = (ft - x.size(2) % ft) % ft;
+  if (pad_t > 0) x = at::constant_pad_nd(x, {0, 0, 0, 0, pad_t, 0});
+  const int64_t b = x.size(0), c = x.size(1), t = x.size(2), h = x.size(3), w = x.size(4);
+  const int64_t group = c * ft * fs * fs / out_channels;
+  x = x.reshape({b, c, t / ft, ft, h / fs, fs, w / fs, fs}).permute({0, 1, 3, 5, 7, 2, 4, 6}).contiguous();
+  return x.view({b, out_channels, group, t / ft, h / fs, w / fs}).mean(2);
+}
+
+// DupUp3D, the converse: every input channel repeated r = out f / C times in place
+// (repeat_interleave), the resulting out * f channels read as (out, t, y, x) and spread over
+// (ft x fs x fs) blocks. On the first chunk the first ft - 1 frames are dropped, as the
+// upsample3d it shortcuts keeps the first latent frame a single frame.
+at::Tensor dup_up(const at::Tensor& x, int64_t out_channels, int64_t ft, int64_t fs, bool first_chunk) {
+  const int64_t b = x.size(0), c = x.size(1), t = x.size(2), h = x.size(3), w = x.size(4);
+  at::Tensor y = x.repeat_interleave(out_channels * ft * fs * fs / c, 1);
+  y = y.view({b, out_channels, ft, fs, fs, t, h, w}).permute({0, 1, 5, 2, 6, 3, 7, 4}).contiguous();
+  y = y.view({b, out_channels, t * ft, h * fs, w * fs});
+  return first_chunk ? y.slice(2, ft - 1) : y;
+}
+
+// --- WanResidualDownBlock / WanResidualUpBlock (Wan2.2: is_residual true) ----------------------
+
+// Level i of the residual encoder: num_res_blocks residual blocks (resnets.*), the downsampler
+// on every level but the last, plus the AvgDown3D of the block's input (it exists on the last
+// level too, with factors 1: an identity when the widths match).
+at::Tensor residual_down_block(const Params& p, const VaeConfig& c, size_t i, at::Tensor x, FeatCache& cache) {
+  const std::string prefix = "encoder.down_blocks." + std::to_string(i);
+  const bool down = i + 1 != c.dim_mult.size(), temporal = encoder_temporal(c, i);
+  const at::Tensor input = x;  // x_copy
+  for (int64_t r = 0; r < c.num_res_blocks; ++r)
+    x = residual_block(p, prefix + ".resnets." + std::to_string(r), x, cache);
+  if (down)
+    x = resample(p, prefix + ".downsampler", temporal ? Resample::downsample3d : Resample::downsample2d, x, cache);
+  return x + avg_down(input, encoder_dims(c)[i + 1], temporal ? 2 : 1, down ? 2 : 1);
+}
+
+// Level i of the residual decoder: num_res_blocks + 1 residual blocks, then on every level but
+// the last the upsampler (its 2D convolution keeps the width: upsample_out_dim = out_dim) plus
+// the DupUp3D of the block's input (always spatial x2; temporal x2 with upsample3d).
+at::Tensor residual_up_block(const Params& p, const VaeConfig& c, size_t i, at::Tensor x, FeatCache& cache,
+                             bool first_chunk) {
+  const std::string prefix = "decoder.up_blocks." + std::to_string(i);
+  const bool up = i + 1 != c.dim_mult.size(), temporal = decoder_temporal(c, i);
+  const at::Tensor input = x;  // x_copy
+  for (int64_t r = 0; r <= c.num_res_blocks; ++r)
+    x = residual_block(p, prefix + ".resnets." + std::to_string(r), x, cache);
+  if (!up) return x;
+  x = resample(p, prefix + ".upsampler", temporal ? Resample::upsample3d : Resample::upsample2d, x, cache);
+  return x + dup_up(input, decoder_dims(c)[i + 1], temporal ? 2 : 1, 2, first_chunk);
+}
+
+// --- patchify / unpatchify ---------------------------------------------------------------------
+
+// [B, C, F, H, W] -> [B, C p p, F, H / p, W / p]: pixel (y p + dy, x p + dx) of channel c goes to
+// channel c p^2 + dx p + dy (the column offset before the row offset, as diffusers orders it).
+at::Tensor patchify(const at::Tensor& x, int64_t p) {
+  if (p == 1) return x;
+  const int64_t b = x.size(0), c = x.size(1), f = x.size(2), h = x.size(3), w = x.size(4);
+  return x.reshape({b, c, f, h / p, p, w / p, p})
+      .permute({0, 1, 6, 4, 2, 3, 5})
+      .contiguous()
+      .view({b, c * p * p, f, h / p, w / p});
+}
+
+at::Tensor unpatchify(const at::Tensor& x, int64_t p) {
+  if (p == 1) return x;
+  const int64_t b = x.size(0), c = x.size(1) / (p * p), f = x.size(2), h = x.size(3), w = x.size(4);
+  return x.reshape({b, c, p, p, f, h, w})
+      .permute({0, 1, 4, 5, 3, 6, 2})
+      .contiguous()
+      .view({b, c, f, h * p, w * p});
+}
+
+// --- WanEncoder3d / WanDecoder3d --------------------------------------------------------------------
 
 // One chunk through the encoder: conv_in, the flat down_blocks list (num_res_blocks residual
 // blocks per level, then a resample on every level but the last), mid block, head.
+// Wan2.2 (is_residual): one WanResidualDownBlock per level instead (no encoder attention there:
+// attn_scales is ignored).
 at::Tensor encoder3d(const Params& p, const VaeConfig& c, at::Tensor x, FeatCache& cache) {
   x = cached_conv3d(p, "encoder.conv_in", x, cache);
   const size_t levels = c.dim_mult.size();
   int64_t n = 0;
   for (size_t i = 0; i < levels; ++i) {
+    if (c.is_residual) {
+      x = residual_down_block(p, c, i, x, cache);
+      continue;
+    }
     for (int64_t r = 0; r < c.num_res_blocks; ++r)
       x = residual_block(p, "encoder.down_blocks." + std::to_string(n++), x, cache);
     if (i + 1 != levels)
@@ -236,18 +349,23 @@ at::Tensor encoder3d(const Params& p, const VaeConfig& c, at::Tensor x, FeatCach
 
 // One latent frame through the decoder: conv_in, mid block, up_blocks (num_res_blocks + 1
 // residual blocks, then upsamplers.0 on every level but the last; temperal_upsample is
-// temperal_downsample reversed), head.
-at::Tensor decoder3d(const Params& p, const VaeConfig& c, at::Tensor x, FeatCache& cache) {
+// temperal_downsample reversed), head. Wan2.2 (is_residual): WanResidualUpBlocks, whose DupUp3D
+// shortcut needs to know the first chunk.
+at::Tensor decoder3d(const Params& p, const VaeConfig& c, at::Tensor x, FeatCache& cache, bool first_chunk) {
   x = cached_conv3d(p, "decoder.conv_in", x, cache);
   x = mid_block(p, "decoder.mid_block", x, cache);
   const size_t levels = c.dim_mult.size();
   for (size_t i = 0; i < levels; ++i) {
+    if (c.is_residual) {
+      x = residual_up_block(p, c, i, x, cache, first_chunk);
+      continue;
+    }
     const std::string block = "decoder.up_blocks." + std::to_string(i);
     for (int64_t r = 0; r <= c.num_res_blocks; ++r)
       x = residual_block(p, block + ".resnets." + std::to_string(r), x, cache);
     if (i + 1 != levels)
       x = resample(p, block + ".upsamplers.0",
-                   c.temperal_downsample[levels - 2 - i] ? Resample::upsample3d : Resample::upsample2d, x, cache);
+                   decoder_temporal(c, i) ? Resample::upsample3d : Resample::upsample2d, x, cache);
   }
   x = at::silu(rms_norm(p, "decoder.norm_out", x));
   return cached_conv3d(p, "decoder.conv_out", x, cache);
@@ -256,8 +374,10 @@ at::Tensor decoder3d(const Params& p, const VaeConfig& c, at::Tensor x, FeatCach
 // --- AutoencoderKLWan._encode / _decode ----------------------------------------------------------
 
 // Pitfall 5: the first frame alone, then chunks of 4 frames, through one cache; quant_conv on
-// the concatenation. Returns the posterior's mean: the first z_dim channels (no sampling).
-at::Tensor encode_mean(const Params& p, const VaeConfig& c, const at::Tensor& x) {
+// the concatenation. Returns the posterior's mean: the first z_dim channels (no sampling). The
+// frames are patchified first (Wan2.2).
+at::Tensor encode_mean(const Params& p, const VaeConfig& c, const at::Tensor& frames) {
+  const at::Tensor x = patchify(frames, c.patch_size);
   FeatCache cache;
   const int64_t chunks = 1 + (x.size(2) - 1) / 4;
   std::vector<at::Tensor> out;
@@ -269,8 +389,9 @@ at::Tensor encode_mean(const Params& p, const VaeConfig& c, const at::Tensor& x)
   return enc.slice(1, 0, c.z_dim);
 }
 
-// Pitfall 5: post_quant_conv, then one latent frame at a time through one cache. Not clamped
-// here (tiled decoding blends before clamping). _decode applies post_quant_conv to all frames
+// Pitfall 5: post_quant_conv, then one latent frame at a time through one cache (the first one
+// with first_chunk). Neither unpatchified nor clamped here (tiled decoding blends the patchified
+// tiles, then unpatchifies and clamps). _decode applies post_quant_conv to all frames
 // at once, tiled_decode to each frame of a tile: the same 1x1x1 convolution, but the
 // convolution's rounding depends on the input's size, so each is mirrored.
 at::Tensor decode_unclamped(const Params& p, const VaeConfig& c, const at::Tensor& z, bool post_quant_per_frame) {
@@ -283,7 +404,7 @@ at::Tensor decode_unclamped(const Params& p, const VaeConfig& c, const at::Tenso
   for (int64_t i = 0; i < x.size(2); ++i) {
     cache.next_chunk();
     const at::Tensor frame = x.slice(2, i, i + 1);
-    out.push_back(decoder3d(p, c, post_quant_per_frame ? post_quant_conv(frame) : frame, cache));
+    out.push_back(decoder3d(p, c, post_quant_per_frame ? post_quant_conv(frame) : frame, cache, i == 0));
   }
   return at::cat(out, 2);
 }
@@ -300,13 +421,14 @@ void blend(const at::Tensor& a, at::Tensor& b, int64_t extent, int64_t dim) {
   }
 }
 
-// Tiles of tile_h x tile_w pixels every stride_h x stride_w pixels (latent tiles and strides are
-// these over the spatial factor), each decoded with its own cache; each tile is blended with the
+// Tiles of tile_h x tile_w every stride_h x stride_w, in units of the decoder's (patchified)
+// output, i.e. pixels / patch_size as diffusers divides them (latent tiles and strides are these
+// over the network's factor), each decoded with its own cache; each tile is blended with the
 // tile above and the tile to its left (already blended: the reference blends in place, so this
 // order matters), cropped to the stride, and the mosaic is cropped to the frame size.
 at::Tensor tiled_decode(const Params& p, const VaeConfig& c, const at::Tensor& z, int64_t tile_h, int64_t tile_w,
                         int64_t stride_h, int64_t stride_w) {
-  const int64_t s = spatial_factor(c), height = z.size(3), width = z.size(4);
+  const int64_t s = network_factor(c), height = z.size(3), width = z.size(4);
   std::vector<std::vector<at::Tensor>> rows;
   for (int64_t i = 0; i < height; i += stride_h / s) {
     std::vector<at::Tensor> row;
@@ -355,18 +477,26 @@ void add_mid_block(Expected& out, const std::string& b, int64_t dim) {
   add_residual_block(out, b + ".resnets.1", dim, dim);
 }
 
-// Every parameter of AutoencoderKLWan (Wan2.1 layout) with its shape, by diffusers name.
+// Every parameter of AutoencoderKLWan with its shape, by diffusers name.
 Expected expected_parameters(const VaeConfig& c) {
   Expected out;
   const size_t levels = c.dim_mult.size();
-  // encoder: dims = base_dim * [1] + dim_mult
-  std::vector<int64_t> dims{c.base_dim};
-  for (int64_t m : c.dim_mult) dims.push_back(c.base_dim * m);
+  const std::vector<int64_t> dims = encoder_dims(c);
   add_conv(out, "encoder.conv_in", c.in_channels, dims[0], {3, 3, 3});
   int64_t n = 0;
   for (size_t i = 0; i < levels; ++i) {
     int64_t in = dims[i];
     const int64_t o = dims[i + 1];
+    if (c.is_residual) {  // WanResidualDownBlock: resnets.*, downsampler (avg_shortcut has no parameters)
+      const std::string b = "encoder.down_blocks." + std::to_string(i);
+      for (int64_t r = 0; r < c.num_res_blocks; ++r, in = o)
+        add_residual_block(out, b + ".resnets." + std::to_string(r), in, o);
+      if (i + 1 != levels) {
+        add_conv(out, b + ".downsampler.resample.1", o, o, {3, 3});
+        if (encoder_temporal(c, i)) add_conv(out, b + ".downsampler.time_conv", o, o, {3, 1, 1});
+      }
+      continue;
+    }
     for (int64_t r = 0; r < c.num_res_blocks; ++r, in = o)
       add_residual_block(out, "encoder.down_blocks." + std::to_string(n++), in, o);
     if (i + 1 != levels) {
@@ -381,16 +511,24 @@ Expected expected_parameters(const VaeConfig& c) {
   add_conv(out, "quant_conv", 2 * c.z_dim, 2 * c.z_dim, {1, 1, 1});
   add_conv(out, "post_quant_conv", c.z_dim, c.z_dim, {1, 1, 1});
 
-  // decoder: dims = base_dim * [dim_mult[-1]] + dim_mult reversed; in Wan2.1 every upsampler
-  // halves the channels, so the blocks after the first take in_dim / 2.
-  std::vector<int64_t> ddims{c.base_dim * c.dim_mult.back()};
-  for (auto it = c.dim_mult.rbegin(); it != c.dim_mult.rend(); ++it) ddims.push_back(c.base_dim * *it);
+  // decoder: in Wan2.1 every upsampler halves the channels, so the blocks after the first take
+  // in_dim / 2; Wan2.2's residual up blocks keep them (upsampler, singular: resample.1 out -> out).
+  const std::vector<int64_t> ddims = decoder_dims(c);
   add_conv(out, "decoder.conv_in", c.z_dim, ddims[0], {3, 3, 3});
   add_mid_block(out, "decoder.mid_block", ddims[0]);
   for (size_t i = 0; i < levels; ++i) {
     const std::string b = "decoder.up_blocks." + std::to_string(i);
-    int64_t in = i > 0 ? ddims[i] / 2 : ddims[i];
+    int64_t in = i > 0 && !c.is_residual ? ddims[i] / 2 : ddims[i];
     const int64_t o = ddims[i + 1];
+    if (c.is_residual) {
+      for (int64_t r = 0; r <= c.num_res_blocks; ++r, in = o)
+        add_residual_block(out, b + ".resnets." + std::to_string(r), in, o);
+      if (i + 1 != levels) {
+        add_conv(out, b + ".upsampler.resample.1", o, o, {3, 3});
+        if (decoder_temporal(c, i)) add_conv(out, b + ".upsampler.time_conv", o, 2 * o, {3, 1, 1});
+      }
+      continue;
+    }
     for (int64_t r = 0; r <= c.num_res_blocks; ++r, in = o)
       add_residual_block(out, b + ".resnets." + std::to_string(r), in, o);
     if (i + 1 != levels) {
@@ -409,12 +547,25 @@ void fill_default_statistics(VaeConfig& c) {
   if (c.z_dim == 16 && c.latents_std.empty()) c.latents_std = kDefaultLatentsStd;
 }
 
+// Everything left 0 for "derive it": decoder_base_dim (base_dim) and the scale factors (the
+// network's). Run after the structural fields are valid.
+void fill_derived(VaeConfig& c) {
+  if (c.decoder_base_dim == 0) c.decoder_base_dim = c.base_dim;
+  if (c.scale_factor_spatial == 0) c.scale_factor_spatial = spatial_factor(c);
+  if (c.scale_factor_temporal == 0) c.scale_factor_temporal = temporal_factor(c);
+}
+
 void validate(const VaeConfig& c) {
   auto positive = [](int64_t v, const char* key) {
     check_arg(v > 0, std::string("wan vae config: '") + key + "' must be positive, got " + std::to_string(v));
   };
   positive(c.base_dim, "base_dim");
+  check_arg(c.decoder_base_dim >= 0, "wan vae config: 'decoder_base_dim' must be positive (0: base_dim), got " +
+                                         std::to_string(c.decoder_base_dim));
   positive(c.z_dim, "z_dim");
+  positive(c.patch_size, "patch_size");
+  check_arg(c.scale_factor_spatial >= 0 && c.scale_factor_temporal >= 0,
+            "wan vae config: the scale factors must be positive");
   positive(c.num_res_blocks, "num_res_blocks");
   positive(c.in_channels, "in_channels");
   positive(c.out_channels, "out_channels");
@@ -433,14 +584,46 @@ void validate(const VaeConfig& c) {
     check_arg(std::isfinite(c.latents_std[i]) && c.latents_std[i] != 0 && std::isfinite(c.latents_mean[i]),
               "wan vae config: latents_mean / latents_std must be finite and latents_std non-zero (channel " +
                   std::to_string(i) + ")");
-  // The encoder adds a WanAttentionBlock after each residual block of a level whose scale
-  // (1, 1/2, 1/4, ...) is listed; diffusers' own encoder cannot run that (it passes the cache to
-  // a block that takes none), so such a config is not supported.
-  double scale = 1.0;
-  for (size_t i = 0; i < c.dim_mult.size(); ++i, scale /= 2)
-    check(std::find(c.attn_scales.begin(), c.attn_scales.end(), scale) == c.attn_scales.end(), ErrorCode::unsupported,
-          "wan vae config: attn_scales containing " + std::to_string(scale) +
-              " (encoder attention blocks) is not supported");
+  // patchify reads in_channels / p^2 channels per pixel, unpatchify writes out_channels / p^2.
+  const int64_t p2 = c.patch_size * c.patch_size;
+  check_arg(c.in_channels % p2 == 0 && c.out_channels % p2 == 0,
+            "wan vae config: in_channels = " + std::to_string(c.in_channels) + " and out_channels = " +
+                std::to_string(c.out_channels) + " must be multiples of patch_size^2 = " + std::to_string(p2) +
+                " (they count the patchified channels: 3 x " + std::to_string(p2) + " for RGB)");
+  if (c.is_residual) {
+    // AvgDown3D and DupUp3D regroup channels: diffusers refuses to build a level whose widths
+    // do not divide (AvgDown3D on the last level too, with factor 1).
+    const std::vector<int64_t> dims = encoder_dims(c), ddims = decoder_dims(c);
+    for (size_t i = 0; i < c.dim_mult.size(); ++i) {
+      const bool resampled = i + 1 != c.dim_mult.size();
+      const int64_t down = (encoder_temporal(c, i) ? 2 : 1) * (resampled ? 4 : 1);
+      check_arg(dims[i] * down % dims[i + 1] == 0,
+                "wan vae config: encoder level " + std::to_string(i) + " (AvgDown3D " + std::to_string(dims[i]) +
+                    " -> " + std::to_string(dims[i + 1]) + " channels, factor " + std::to_string(down) +
+                    "): in_channels x factor must be divisible by out_channels");
+      const int64_t up = (decoder_temporal(c, i) ? 2 : 1) * 4;
+      check_arg(!resampled || ddims[i + 1] * up % ddims[i] == 0,
+                "wan vae config: decoder level " + std::to_string(i) + " (DupUp3D " + std::to_string(ddims[i]) +
+                    " -> " + std::to_string(ddims[i + 1]) + " channels, factor " + std::to_string(up) +
+                    "): out_channels x factor must be divisible by in_channels");
+    }
+  } else {
+    // The Wan2.1 encoder adds a WanAttentionBlock after each residual block of a level whose
+    // scale (1, 1/2, 1/4, ...) is listed; diffusers' own encoder cannot run that (it passes the
+    // cache to a block that takes none), so such a config is not supported. (The residual
+    // layout ignores attn_scales.)
+    double scale = 1.0;
+    for (size_t i = 0; i < c.dim_mult.size(); ++i, scale /= 2)
+      check(std::find(c.attn_scales.begin(), c.attn_scales.end(), scale) == c.attn_scales.end(),
+            ErrorCode::unsupported,
+            "wan vae config: attn_scales containing " + std::to_string(scale) +
+                " (encoder attention blocks) is not supported");
+  }
+  // Tiled decoding uses the spatial factor of the network itself; diffusers reads it from the
+  // config, so a different one would tile differently.
+  check(c.scale_factor_spatial == 0 || c.scale_factor_spatial == spatial_factor(c), ErrorCode::unsupported,
+        "wan vae config: scale_factor_spatial = " + std::to_string(c.scale_factor_spatial) +
+            " differs from the network's patch_size x 2^(levels - 1) = " + std::to_string(spatial_factor(c)));
 }
 
 // latents_mean and 1 / latents_std as [1, z_dim, 1, 1, 1] tensors, the way diffusers' pipelines
@@ -489,17 +672,22 @@ VaeConfig VaeConfig::from_json(const std::string& json_text) {
   const auto is_number = [](const json& v) { return v.is_number(); };
   const auto is_bool = [](const json& v) { return v.is_boolean(); };
 
-  // Wan2.2's VAE (residual down/up blocks, patchified 4x4 input) is a different network.
+  VaeConfig c;
+  // Wan2.2's VAE: residual down/up blocks, patchified input (null: none), its own decoder width
+  // (null: base_dim).
   if (present("is_residual")) {
     if (!j["is_residual"].is_boolean()) throw bad("is_residual", j["is_residual"], "a boolean");
-    check(!j["is_residual"].get<bool>(), ErrorCode::unsupported,
-          "wan vae config: is_residual = true (the Wan2.2 VAE) is not supported; only the Wan2.1 layout loads");
+    c.is_residual = j["is_residual"].get<bool>();
   }
-  check(!present("patch_size"), ErrorCode::unsupported,
-        "wan vae config: 'patch_size' = " + (j.contains("patch_size") ? j["patch_size"].dump() : "") +
-            " (the Wan2.2 VAE) is not supported");
-
-  VaeConfig c;
+  get_int("patch_size", c.patch_size);
+  get_int("decoder_base_dim", c.decoder_base_dim);
+  check(!present("decoder_base_dim") || c.decoder_base_dim > 0, ErrorCode::parse,
+        "wan vae config: 'decoder_base_dim' must be positive or null, got " + std::to_string(c.decoder_base_dim));
+  get_int("scale_factor_spatial", c.scale_factor_spatial);
+  get_int("scale_factor_temporal", c.scale_factor_temporal);
+  for (const char* key : {"scale_factor_spatial", "scale_factor_temporal"})
+    check(!present(key) || j[key].get<int64_t>() > 0, ErrorCode::parse,
+          std::string("wan vae config: '") + key + "' must be positive or null, got " + j[key].dump());
   get_int("base_dim", c.base_dim);
   get_int("z_dim", c.z_dim);
   get_list("dim_mult", c.dim_mult, is_int, "a list of integers");
@@ -514,27 +702,13 @@ VaeConfig VaeConfig::from_json(const std::string& json_text) {
     get_list("temperal_downsample", flags, is_bool, "a list of booleans");
     c.temperal_downsample = flags;
   }
-  if (present("decoder_base_dim")) {
-    int64_t decoder_base_dim = 0;
-    get_int("decoder_base_dim", decoder_base_dim);
-    check(decoder_base_dim == c.base_dim, ErrorCode::unsupported,
-          "wan vae config: decoder_base_dim = " + std::to_string(decoder_base_dim) + " different from base_dim = " +
-              std::to_string(c.base_dim) + " is not supported");
-  }
   fill_default_statistics(c);
   try {
     validate(c);
   } catch (const Error& e) {
     throw Error(e.code() == ErrorCode::unsupported ? e.code() : ErrorCode::parse, e.what());
   }
-  // Tiled decoding uses the spatial factor of the network itself; diffusers reads it from here.
-  if (present("scale_factor_spatial")) {
-    int64_t s = 0;
-    get_int("scale_factor_spatial", s);
-    check(s == spatial_factor(c), ErrorCode::unsupported,
-          "wan vae config: scale_factor_spatial = " + std::to_string(s) +
-              " differs from the network's 2^(levels - 1) = " + std::to_string(spatial_factor(c)));
-  }
+  fill_derived(c);
   return c;
 }
 
@@ -544,26 +718,32 @@ Vae::Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype, c10:
     : config_(std::move(config)) {
   fill_default_statistics(config_);
   validate(config_);
+  fill_derived(config_);
   check_arg(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf || dtype == at::kDouble,
             std::string("wan vae: dtype must be a floating type (float32, bfloat16, float16, float64), got ") +
                 c10::toString(dtype));
 
   const auto expected = expected_parameters(config_);
+  // Missing keys first (a different layout, e.g. is_residual not matching the weights), then
+  // misshaped ones (a different width).
   size_t missing = 0;
-  std::string first_missing;
+  std::string first_missing, first_misshaped;
   for (const auto& [name, shape] : expected) {
     if (!weights.contains(name)) {
       if (missing++ == 0) first_missing = "'" + name + "' (expected shape " + shape_str(shape) + ")";
       continue;
     }
     const SafetensorsEntry& e = weights.entry(name);
-    check_arg(e.shape == shape, "wan vae checkpoint: '" + name + "' has shape " + shape_str(e.shape) + ", expected " +
-                                    shape_str(shape) + " for this config");
+    if (e.shape != shape && first_misshaped.empty())
+      first_misshaped = "wan vae checkpoint: '" + name + "' has shape " + shape_str(e.shape) + ", expected " +
+                        shape_str(shape) + " for this config";
   }
+  check_arg(missing > 0 || first_misshaped.empty(), first_misshaped);
   if (missing > 0)
     throw Error(ErrorCode::not_found, "wan vae checkpoint: missing " + first_missing +
                                           (missing > 1 ? " and " + std::to_string(missing - 1) + " more" : "") +
-                                          "; does the config (base_dim, dim_mult, num_res_blocks) match the weights?");
+                                          "; does the config (base_dim, decoder_base_dim, dim_mult, num_res_blocks, is_residual) match the "
+                                          "weights?");
   const std::vector<std::string> names = weights.names();
   if (names.size() != expected.size()) {
     std::set<std::string> wanted;
@@ -577,7 +757,7 @@ Vae::Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype, c10:
     throw Error(ErrorCode::invalid_argument, "wan vae checkpoint: " + std::to_string(count) +
                                                  " unexpected key(s) for this config: " + extra +
                                                  (count > 5 ? ", ..." : "") +
-                                                 " (original-layout keys, or a Wan2.2 VAE, are not supported)");
+                                                 " (original-layout keys are not supported; does is_residual match the weights?)");
   }
   for (const auto& [name, shape] : expected) params_.emplace(name, weights.tensor(name, dtype).to(device));
 }
@@ -606,6 +786,7 @@ Vae Vae::load(const std::string& directory, at::ScalarType dtype, c10::Device de
 
 // --- encode / decode ---------------------------------------------------------------------------------
 
+
 at::Tensor Vae::encode(const at::Tensor& frames, bool normalize) const {
   const VaeConfig& c = config_;
   check_arg(frames.defined() && frames.dim() == 5,
@@ -613,9 +794,11 @@ at::Tensor Vae::encode(const at::Tensor& frames, bool normalize) const {
                 (frames.defined() ? shape_str(frames.sizes()) : std::string("(none)")));
   check_arg(at::isFloatingType(frames.scalar_type()), "wan vae: frames must be floating point (in [-1, 1])");
   check_arg(frames.size(0) > 0, "wan vae: frames has an empty batch");
-  check_arg(frames.size(1) == c.in_channels, "wan vae: frames has " + std::to_string(frames.size(1)) +
-                                                 " channels, the VAE takes in_channels = " +
-                                                 std::to_string(c.in_channels));
+  const int64_t p2 = c.patch_size * c.patch_size;
+  check_arg(frames.size(1) * p2 == c.in_channels,
+            "wan vae: frames has " + std::to_string(frames.size(1)) + " channels, the VAE takes " +
+                (p2 == 1 ? "in_channels = " + std::to_string(c.in_channels)
+                         : "in_channels / patch_size^2 = " + std::to_string(c.in_channels / p2)));
   const int64_t F = frames.size(2), s = spatial_factor(c);
   check_arg(F >= 1 && (F - 1) % 4 == 0,
             "wan vae: the number of frames must be 1 + 4k (1, 5, 9, ...), got " + std::to_string(F));
@@ -671,11 +854,14 @@ at::Tensor Vae::decode(const at::Tensor& latents, bool normalized, const TileOpt
     const auto [mean, inv_std] = latent_statistics(c, z.options());
     z = z / inv_std + mean;
   }
-  // As diffusers: tiles only when the frame is larger than one tile.
+  // As diffusers: tiles only when the frame is larger than one tile. The tiles are blended on
+  // the decoder's patchified output (tile sizes over patch_size), unpatchified afterwards.
+  const int64_t ps = c.patch_size;
   const at::Tensor out = tiled && (height > tile_h || width > tile_w)
-                             ? tiled_decode(params_, c, z, tile_h, tile_w, stride_h, stride_w)
+                             ? tiled_decode(params_, c, z, tile_h / ps, tile_w / ps, stride_h / ps, stride_w / ps)
                              : decode_unclamped(params_, c, z, false);
-  return at::clamp(out, -1.0, 1.0).to(latents.options());  // pitfall 5: clamped to [-1, 1]
+  // pitfall 5: clamped to [-1, 1] (after the unpatchify, as diffusers; elementwise either way)
+  return at::clamp(unpatchify(out, ps), -1.0, 1.0).to(latents.options());
 }
 
 }  // namespace drb::models::wan
