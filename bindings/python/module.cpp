@@ -542,7 +542,7 @@ void bind_wan_vae(py::module_& m) {
     return device.cast<c10::Device>();
   };
   py::class_<wan::Vae, std::shared_ptr<wan::Vae>>(
-      m, "WanVae", "Wan2.1 video VAE (diffusers' AutoencoderKLWan), native in LibTorch.")
+      m, "WanVae", "Wan2.1 and Wan2.2 video VAE (diffusers' AutoencoderKLWan), native in LibTorch.")
       .def_static(
           "load",
           [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
@@ -570,7 +570,7 @@ void bind_wan_vae(py::module_& m) {
           },
           py::arg("latents"), py::arg("normalized") = true, py::arg("tile_height") = 0, py::arg("tile_width") = 0,
           py::arg("overlap") = 32,
-          "latents [B, z_dim, F, H, W] (normalized when `normalized`) -> frames [B, 3, 1 + 4 (F - 1), 8 H, 8 W] in "
+          "latents [B, z_dim, F, H, W] (normalized when `normalized`) -> frames [B, 3, 1 + 4 (F - 1), s H, s W] (s: the spatial factor, 8 or 16) in "
           "[-1, 1]; tiled spatially (tile sizes and overlap in pixels, multiples of 8) when a tile size is given.")
       .def_property_readonly("config",
                              [](const wan::Vae& v) {
