@@ -1,8 +1,8 @@
 """Sample a Wan-shaped latent from an analytic Gaussian-mixture denoiser with several solvers,
 and print how close each gets to the exact probability-flow ODE solution at a given budget.
 
-Until derrumbe ships its embedded default model, this is the main job: it exercises the
-whole sampler stack (schedules, solvers, the native denoiser, progress bars) end to end.
+It exercises the whole sampler stack (schedules, solvers, the native denoiser, progress bars)
+end to end.
 """
 import time
 
