@@ -63,9 +63,15 @@ class DRB_EXPORT NoiseWarper {
   int64_t latent_h_, latent_w_, height_, width_;
   int64_t frame_ = 0;
   std::vector<float> z_, w_, d_;  // the state: noise [P, C], weight [P], offset [P, 2]
-  // Per-frame scratch, kept to avoid page faults on fresh buffers every frame.
-  std::vector<float> z_next_, w_next_, d_next_, push_copy_;
-  std::vector<int32_t> target_, push_start_, push_list_, source_, pull_start_, pull_list_;
+  std::vector<float> latent_;     // its read-out [C, h, w] before degradation, made with the state
+  // Per-frame scratch, allocated in the constructor (no page faults on fresh buffers per frame).
+  std::vector<float> z_next_, w_next_, d_next_;
+  std::vector<float> land_;                      // [P, 2] each push's landing point minus its target
+  std::vector<int32_t> target_, source_;         // [P] push target, pull source (-1: none)
+  std::vector<int32_t> push_start_, push_list_;  // pushes grouped by target
+  std::vector<uint8_t> pushed_;                  // [P] 1 where a push lands
+  std::vector<uint64_t> pulls_, pulls_tmp_;      // source << 32 | target of each pull, sorted
+  std::vector<int64_t> chunk_pulls_;             // pulls found per row chunk
 };
 
 enum class TemporalReduction {
