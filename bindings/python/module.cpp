@@ -348,13 +348,13 @@ void bind_guide(py::module_& m) {
   py::class_<g::NoiseWarper>(m, "NoiseWarper",
                              "Frame-by-frame noise warping along optical flow (Go-with-the-Flow) on the CPU.")
       .def(py::init([](int64_t latent_height, int64_t latent_width, int64_t channels, int64_t factor, uint64_t seed,
-                       double degradation, double consistency_tolerance) {
+                       double degradation, double consistency_tolerance, const std::string& device) {
              return g::NoiseWarper(latent_height, latent_width,
-                                   g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance});
+                                   g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance, device});
            }),
            py::arg("latent_height"), py::arg("latent_width"), py::kw_only(), py::arg("channels") = 16,
            py::arg("factor") = 8, py::arg("seed") = 0, py::arg("degradation") = 0.0,
-           py::arg("consistency_tolerance") = 1.0)
+           py::arg("consistency_tolerance") = 1.0, py::arg("device") = "cpu")
       .def(
           "step",
           [](g::NoiseWarper& w, const at::Tensor& forward, std::optional<at::Tensor> backward) {
@@ -371,17 +371,17 @@ void bind_guide(py::module_& m) {
       "warp_noise",
       [](const at::Tensor& forward, std::optional<at::Tensor> backward, int64_t channels, int64_t factor, uint64_t seed,
          double degradation, double consistency_tolerance, int64_t latent_height, int64_t latent_width,
-         int64_t temporal_factor, const std::string& reduction) {
+         int64_t temporal_factor, const std::string& reduction, const std::string& device) {
         const auto r = g::temporal_reduction_from_name(reduction);
         py::gil_scoped_release nogil;
         return g::warp_noise(forward, backward.value_or(at::Tensor()),
-                             g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance},
+                             g::NoiseWarpOptions{channels, factor, seed, degradation, consistency_tolerance, device},
                              latent_height, latent_width, temporal_factor, r);
       },
       py::arg("forward"), py::arg("backward") = py::none(), py::kw_only(), py::arg("channels") = 16,
       py::arg("factor") = 8, py::arg("seed") = 0, py::arg("degradation") = 0.0, py::arg("consistency_tolerance") = 1.0,
       py::arg("latent_height") = 0, py::arg("latent_width") = 0, py::arg("temporal_factor") = 1,
-      py::arg("reduction") = "blend_normalized");
+      py::arg("reduction") = "blend_normalized", py::arg("device") = "cpu");
   m.def(
       "reduce_frames",
       [](const at::Tensor& noise, int64_t temporal_factor, const std::string& reduction) {

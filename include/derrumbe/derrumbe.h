@@ -155,6 +155,7 @@ typedef struct drb_noise_warp_params {
   int64_t latent_width;           /* 0: flow width / factor */
   int64_t temporal_factor;        /* 1: video frames per latent frame after the first (Wan: 4) */
   int reduction;                  /* drb_temporal_reduction (DRB_REDUCE_BLEND_NORMALIZED) */
+  const char* device;             /* "cpu" (default) or "cuda[:N]"; out is host memory either way */
 } drb_noise_warp_params;
 DRB_CAPI void drb_noise_warp_params_init(drb_noise_warp_params* params);
 

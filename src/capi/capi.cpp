@@ -286,6 +286,7 @@ void drb_noise_warp_params_init(drb_noise_warp_params* p) {
   p->consistency_tolerance = d.consistency_tolerance;
   p->temporal_factor = 1;
   p->reduction = DRB_REDUCE_BLEND_NORMALIZED;
+  p->device = "cpu";
 }
 
 drb_status drb_warp_noise(const float* forward, const float* backward, int64_t frames, int64_t height, int64_t width,
@@ -299,12 +300,14 @@ drb_status drb_warp_noise(const float* forward, const float* backward, int64_t f
     const at::Tensor fwd = float_view(forward, shape, "forward");
     const at::Tensor bwd = backward != nullptr ? float_view(backward, shape, "backward") : at::Tensor();
     const at::Tensor noise = drb::guide::warp_noise(
-        fwd, bwd, drb::guide::NoiseWarpOptions{p.channels, p.factor, p.seed, p.degradation, p.consistency_tolerance},
+        fwd, bwd,
+        drb::guide::NoiseWarpOptions{p.channels, p.factor, p.seed, p.degradation, p.consistency_tolerance,
+                                     p.device != nullptr ? p.device : "cpu"},
         p.latent_height, p.latent_width, p.temporal_factor, static_cast<drb::guide::TemporalReduction>(p.reduction));
     *count_out = static_cast<size_t>(noise.numel());
     drb::check_arg(out != nullptr && capacity >= *count_out,
                    "out holds " + std::to_string(capacity) + " floats, the noise needs " + std::to_string(*count_out));
-    at::from_blob(out, {noise.numel()}, at::TensorOptions().dtype(at::kFloat)).copy_(noise.flatten());
+    at::from_blob(out, {noise.numel()}, at::TensorOptions().dtype(at::kFloat)).copy_(noise.flatten().cpu());
   });
 }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "noise_warp_device.hpp"
 #include "noise_warp_math.hpp"
 
 namespace drb::guide {
@@ -18,7 +19,8 @@ namespace {
 
 constexpr int64_t kMaxGridPixels = int64_t{1} << detail::kCopyBits;  // copy indices fit in 24 bits
 // Weights halve on every split; clamping keeps long expansions from underflowing to 0.
-constexpr float kMinWeight = 1e-20f, kMaxWeight = 1e20f;
+using detail::kMaxWeight;
+using detail::kMinWeight;
 constexpr int64_t kChunkRows = 4;  // grid rows per parallel work item
 constexpr int32_t kAhead = 32;     // prefetch distance of the targets pass, in pushes
 constexpr int kBatchBlocks = 256;  // Philox blocks per Box-Muller batch
@@ -232,6 +234,21 @@ NoiseWarper::NoiseWarper(int64_t latent_height, int64_t latent_width, NoiseWarpO
                 std::to_string(latent_width * opt_.factor) + " pixels is too large (at most 2^24 pixels)");
   height_ = latent_height * opt_.factor;
   width_ = latent_width * opt_.factor;
+  if (opt_.device != "cpu") {
+    c10::Device device(c10::kCPU);
+    try {
+      device = c10::Device(opt_.device);
+    } catch (const c10::Error&) {
+      throw Error(ErrorCode::invalid_argument, "noise warp: unknown device '" + opt_.device + "' (cpu, cuda, cuda:N)");
+    }
+    check_arg(device.is_cuda(), "noise warp: device must be cpu or cuda[:N], got '" + opt_.device + "'");
+    try {
+      device_ = std::make_shared<detail::TensorWarper>(latent_height, latent_width, opt_, device);
+    } catch (const c10::Error& e) {  // no such device, or no driver
+      throw Error(ErrorCode::unsupported, "noise warp: cannot use device '" + opt_.device + "': " + e.what_without_backtrace());
+    }
+    return;
+  }
   const int64_t P = height_ * width_, C = opt_.channels, G = detail::channel_groups(C);
   z_.resize(static_cast<size_t>(P * C));
   w_.assign(static_cast<size_t>(P), 1.0f);
@@ -261,6 +278,11 @@ NoiseWarper::NoiseWarper(int64_t latent_height, int64_t latent_width, NoiseWarpO
 }
 
 void NoiseWarper::step(const at::Tensor& forward, const at::Tensor& backward) {
+  if (device_) {
+    device_->step(forward, backward);
+    ++frame_;
+    return;
+  }
   const at::Tensor fwd = checked_flow(forward, "forward", height_, width_);
   const at::Tensor bwd = backward.defined() ? checked_flow(backward, "backward", height_, width_) : at::Tensor();
   const int64_t P = height_ * width_, C = opt_.channels, G = detail::channel_groups(C), W = width_;
@@ -477,6 +499,7 @@ void NoiseWarper::step(const at::Tensor& forward, const at::Tensor& backward) {
 }
 
 at::Tensor NoiseWarper::latent() const {
+  if (device_) return device_->latent();
   const int64_t C = opt_.channels, G = detail::channel_groups(C), plane = latent_h_ * latent_w_;
   at::Tensor out = at::empty({C, latent_h_, latent_w_}, at::kFloat);
   float* o = out.data_ptr<float>();
@@ -499,6 +522,7 @@ at::Tensor NoiseWarper::latent() const {
 }
 
 at::Tensor NoiseWarper::grid_noise() const {
+  if (device_) return device_->grid_noise();
   const int64_t C = opt_.channels;
   return at::from_blob(const_cast<float*>(z_.data()), {height_, width_, C}, at::kFloat).permute({2, 0, 1}).clone();
 }

@@ -6,6 +6,7 @@
 
 #include "checks.hpp"
 #include "derrumbe/guide/noise_warp.hpp"
+#include "../../src/guide/noise_warp_device.hpp"
 
 namespace {
 
@@ -130,6 +131,39 @@ TEST_CASE("warp_noise runs a shot and reduces frames to latent frames") {
   CHECK(at::equal(blend.select(1, 0), all[0].select(1, 0)));
   const at::Tensor normalized = drb::guide::reduce_frames(all[0], 4, drb::guide::TemporalReduction::blend_normalized);
   CHECK(normalized.select(1, 2).square().mean().item<double>() == doctest::Approx(1.0));
+}
+
+TEST_CASE("the per-pixel device passes reproduce the CPU warper bit for bit") {
+  // The CUDA kernels run these passes; on the CPU they must give exactly what the optimized
+  // warper gives, for partial channel groups, expansion, contraction, occlusion and degradation.
+  for (const bool with_backward : {true, false}) {
+    for (const double scale : {1.07, 1 / 1.07}) {
+      CAPTURE(with_backward);
+      CAPTURE(scale);
+      NoiseWarpOptions o;
+      o.channels = 5;
+      o.factor = 4;
+      o.seed = 11;
+      o.degradation = 0.3;
+      NoiseWarper fast(6, 7, o);
+      drb::guide::detail::TensorWarper passes(6, 7, o, c10::kCPU);
+      CHECK(at::equal(fast.latent(), passes.latent()));
+      auto [fwd, bwd] = zoom_flows(24, 28, scale);
+      fwd.select(0, 0).add_(1.3);  // and a drift to the right: pixels enter and leave the frame
+      bwd.select(0, 0).sub_(1.3);
+      for (int t = 0; t < 6; ++t) {
+        fast.step(fwd, with_backward ? bwd : at::Tensor());
+        passes.step(fwd, with_backward ? bwd : at::Tensor());
+        CHECK(at::equal(fast.grid_noise(), passes.grid_noise()));
+        CHECK(at::equal(fast.latent(), passes.latent()));
+      }
+    }
+  }
+  drb::test::expect_error([] { NoiseWarper(4, 4, NoiseWarpOptions{2, 2, 0, 0.0, 1.0, "tpu"}); },
+                          drb::ErrorCode::invalid_argument, {"tpu"});
+  if (!at::hasCUDA())
+    drb::test::expect_error([] { NoiseWarper(4, 4, NoiseWarpOptions{2, 2, 0, 0.0, 1.0, "cuda"}); },
+                            drb::ErrorCode::unsupported, {"cuda"});
 }
 
 TEST_CASE("noise warp errors name what is wrong") {

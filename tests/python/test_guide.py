@@ -173,6 +173,9 @@ def test_guidance_errors_are_clear():
     bad[1, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         derrumbe.warp_noise(bad, factor=4)
+    if not torch.cuda.is_available():
+        with pytest.raises(NotImplementedError, match="cuda"):
+            derrumbe.warp_noise(flow, factor=4, device="cuda")
     with pytest.raises(ValueError, match="unknown temporal reduction 'median'"):
         derrumbe.warp_noise(flow, factor=4, reduction="median")
     with pytest.raises(ValueError, match="noise shape .* differs"):

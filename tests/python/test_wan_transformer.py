@@ -202,6 +202,14 @@ def test_misshaped_key_is_named(tiny, tmp_path):
         derrumbe.WanTransformer.load(d)
 
 
+def test_integer_weights_are_a_dtype_error(tiny, tmp_path):
+    def edit(t):
+        t["proj_out.bias"] = t["proj_out.bias"].to(torch.int32)
+    d = write_variant(tiny, tmp_path, edit_tensors=edit)
+    with pytest.raises(ValueError, match=r"'proj_out\.bias' is stored as I32, expected a floating point type"):
+        derrumbe.WanTransformer.load(d)
+
+
 def test_wrong_num_layers(tiny, tmp_path):
     (tmp_path / "more").mkdir()
     d = write_variant(tiny, tmp_path / "more", edit_config=lambda c: c.update(num_layers=3))

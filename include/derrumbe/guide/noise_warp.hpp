@@ -27,6 +27,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,15 +35,24 @@
 
 namespace drb::guide {
 
+namespace detail {
+class TensorWarper;
+}
+
 struct NoiseWarpOptions {
   int64_t channels = 16;
   int64_t factor = 8;                   // warp grid = latent grid * factor per axis (1 to 32)
   uint64_t seed = 0;
   double degradation = 0.0;             // g in [0, 1]: 0 warped noise, 1 fresh noise every frame
   double consistency_tolerance = 1.0;   // grid pixels
+  // "cpu" (the optimized CPU warper) or "cuda[:N]" (the per-pixel passes as CUDA kernels; the
+  // same values up to float rounding of the multiply-adds the GPU fuses).
+  std::string device = "cpu";
 };
 
-// Frame-by-frame warper on the CPU (both cores).
+// Frame-by-frame warper: on the CPU (all cores, the optimized path) or on a CUDA device (the
+// per-pixel passes of src/guide/noise_warp_steps.hpp as kernels, grouped by stable sorts; on
+// the CPU those passes reproduce the optimized warper bit for bit, which the tests check).
 class DRB_EXPORT NoiseWarper {
  public:
   // Grid of latent_height * factor x latent_width * factor pixels; frame 0 is fresh noise.
@@ -72,6 +82,7 @@ class DRB_EXPORT NoiseWarper {
   std::vector<uint8_t> pushed_;                  // [P] 1 where a push lands
   std::vector<uint64_t> pulls_, pulls_tmp_;      // source << 32 | target of each pull, sorted
   std::vector<int64_t> chunk_pulls_;             // pulls found per row chunk
+  std::shared_ptr<detail::TensorWarper> device_;  // set for a CUDA device: the warp runs there
 };
 
 enum class TemporalReduction {

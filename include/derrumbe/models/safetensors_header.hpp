@@ -32,6 +32,10 @@ struct SafetensorsHeader {
 // at least min(file_size, 8 + header length) bytes. Errors (ErrorCode::parse) name `source`.
 DRB_EXPORT SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available, uint64_t file_size,
                                                       const std::string& source);
-DRB_EXPORT size_t safetensors_dtype_size(const std::string& dtype);  // 0 for unknown names
+DRB_EXPORT size_t safetensors_dtype_size(const std::string& dtype);
+// F64, F32, F16, BF16: the dtypes model parameters may be stored in.
+inline bool is_float_dtype(const std::string& dtype) {
+  return dtype == "F64" || dtype == "F32" || dtype == "F16" || dtype == "BF16";
+}  // 0 for unknown names
 
 }  // namespace drb::models

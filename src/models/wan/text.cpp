@@ -8,7 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <nlohmann/json.hpp>
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
 
 #include <cmath>
 #include <filesystem>
@@ -343,6 +343,8 @@ UMT5Encoder::UMT5Encoder(UMT5Config config, const Checkpoint& weights, at::Scala
     const SafetensorsEntry& e = weights.entry(it->second);
     check_arg(e.shape == shape, "umt5 checkpoint: '" + it->second + "' has shape " + shape_str(e.shape) +
                                     ", expected " + shape_str(shape) + " for this config");
+    check_arg(is_float_dtype(e.dtype), "umt5 checkpoint: '" + it->second + "' is stored as " + e.dtype +
+                                           ", expected a floating point type (F32, F16, BF16, F64)");
   }
   if (missing > 0)
     throw Error(ErrorCode::not_found, "umt5 checkpoint: missing " + first_missing +
@@ -448,7 +450,79 @@ at::Tensor UMT5Encoder::forward(const at::Tensor& input_ids, const at::Tensor& a
 
 namespace {
 
-using Processor = sentencepiece::SentencePieceProcessor;
+// libsentencepiece through libderrumbe_sentencepiece.so (sentencepiece_shim.cpp), opened once
+// with RTLD_DEEPBIND from the directory this library was loaded from (see the shim for why).
+struct SentencePieceApi {
+  void* (*load)(const char*, size_t, char*, size_t);
+  void (*free)(void*);
+  int (*id)(const void*, int);
+  int (*is_byte)(const void*, int);
+  size_t (*piece)(const void*, int, char*, size_t);
+  int (*encode)(const void*, const char*, size_t, int*, size_t, size_t*, char*, size_t);
+};
+
+const SentencePieceApi& sentencepiece_api() {
+  static const SentencePieceApi api = [] {
+    Dl_info self{};
+    check(dladdr(reinterpret_cast<const void*>(&sentencepiece_api), &self) != 0 && self.dli_fname != nullptr,
+          ErrorCode::internal, "tokenizer: cannot locate libderrumbe");
+    const std::string path =
+        (std::filesystem::path(self.dli_fname).parent_path() / "libderrumbe_sentencepiece.so").string();
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (handle == nullptr) throw Error(ErrorCode::io, "tokenizer: cannot load '" + path + "': " + dlerror());
+    const auto symbol = [&](const char* name) {
+      void* f = dlsym(handle, name);
+      check(f != nullptr, ErrorCode::internal, std::string("tokenizer: '") + path + "' has no " + name);
+      return f;
+    };
+    SentencePieceApi a;
+    a.load = reinterpret_cast<decltype(a.load)>(symbol("drb_spm_load"));
+    a.free = reinterpret_cast<decltype(a.free)>(symbol("drb_spm_free"));
+    a.id = reinterpret_cast<decltype(a.id)>(symbol("drb_spm_id"));
+    a.is_byte = reinterpret_cast<decltype(a.is_byte)>(symbol("drb_spm_is_byte"));
+    a.piece = reinterpret_cast<decltype(a.piece)>(symbol("drb_spm_piece"));
+    a.encode = reinterpret_cast<decltype(a.encode)>(symbol("drb_spm_encode"));
+    return a;
+  }();
+  return api;
+}
+
+// A loaded SentencePiece model, with the calls the tokenizer needs.
+class Processor {
+ public:
+  explicit Processor(void* handle) : handle_(handle) {}
+  ~Processor() { sentencepiece_api().free(handle_); }
+  Processor(const Processor&) = delete;
+  Processor& operator=(const Processor&) = delete;
+  int pad_id() const { return sentencepiece_api().id(handle_, 0); }
+  int eos_id() const { return sentencepiece_api().id(handle_, 1); }
+  int unk_id() const { return sentencepiece_api().id(handle_, 2); }
+  int GetPieceSize() const { return sentencepiece_api().id(handle_, 3); }
+  bool IsByte(int id) const { return sentencepiece_api().is_byte(handle_, id) != 0; }
+  std::string IdToPiece(int id) const {
+    std::string piece(sentencepiece_api().piece(handle_, id, nullptr, 0), '\0');
+    sentencepiece_api().piece(handle_, id, piece.data(), piece.size() + 1);
+    return piece;
+  }
+  std::vector<int> Encode(const std::string& text) const {
+    std::vector<int> ids(text.size() + 16);
+    size_t count = 0;
+    char error[512] = "";
+    check(sentencepiece_api().encode(handle_, text.data(), text.size(), ids.data(), ids.size(), &count, error,
+                                     sizeof error) == 0,
+          ErrorCode::internal, std::string("tokenizer: SentencePiece failed: ") + error);
+    if (count > ids.size()) {  // more pieces than bytes (cannot happen with UTF-8 pieces; be safe)
+      ids.resize(count);
+      sentencepiece_api().encode(handle_, text.data(), text.size(), ids.data(), ids.size(), &count, error,
+                                 sizeof error);
+    }
+    ids.resize(count);
+    return ids;
+  }
+
+ private:
+  void* handle_;
+};
 
 const Processor& processor(const std::shared_ptr<void>& p) {
   check(p != nullptr, ErrorCode::invalid_argument, "tokenizer: not loaded (use Tokenizer::load)");
@@ -473,11 +547,8 @@ std::vector<std::pair<std::string, int>> special_pieces(const Processor& sp) {
 // it never falls back to bytes: a model trained with byte_fallback spells an unknown span as
 // <0xNN> pieces where transformers gives one <unk>. Runs of byte pieces become one unk id here.
 void encode_segment(const Processor& sp, const std::string& text, std::vector<int64_t>& out) {
-  std::vector<int> ids;
-  const auto status = sp.Encode(text, &ids);
-  check(status.ok(), ErrorCode::internal, std::string("tokenizer: SentencePiece failed: ") + status.ToString());
   bool in_bytes = false;
-  for (int id : ids) {
+  for (int id : sp.Encode(text)) {
     if (sp.IsByte(id)) {
       if (!in_bytes) out.push_back(sp.unk_id());
       in_bytes = true;
@@ -505,13 +576,14 @@ Tokenizer Tokenizer::load(const std::string& path) {
       }
     check(found, ErrorCode::file_not_found, "tokenizer: no spiece.model or tokenizer.model in '" + path + "'");
   }
-  auto sp = std::make_shared<Processor>();
   // Load from bytes we read ourselves, so a missing/unreadable file is an io error and a file
   // that is not a SentencePiece model is a parse error (Load(path) mixes the two).
   const std::string bytes = read_text_file(file, "tokenizer");
-  const auto status = sp->LoadFromSerializedProto(bytes);
-  check(status.ok(), ErrorCode::parse,
-        "tokenizer: '" + file.string() + "' is not a SentencePiece model (" + status.ToString() + ")");
+  char error[512] = "";
+  void* handle = sentencepiece_api().load(bytes.data(), bytes.size(), error, sizeof error);
+  check(handle != nullptr, ErrorCode::parse,
+        "tokenizer: '" + file.string() + "' is not a SentencePiece model (" + error + ")");
+  auto sp = std::make_shared<Processor>(handle);
   check(sp->GetPieceSize() > 0, ErrorCode::parse, "tokenizer: '" + file.string() + "' has an empty vocabulary");
   check(sp->eos_id() >= 0, ErrorCode::unsupported,
         "tokenizer: '" + file.string() + "' defines no end-of-sequence piece (T5 tokenizers append </s>)");

@@ -422,6 +422,8 @@ Transformer::Transformer(TransformerConfig config, const Checkpoint& weights, at
     const SafetensorsEntry& e = weights.entry(it->second);
     check_arg(e.shape == shape, "wan transformer checkpoint: '" + it->second + "' has shape " + shape_str(e.shape) +
                                     ", expected " + shape_str(shape) + " for this config");
+    check_arg(is_float_dtype(e.dtype), "wan transformer checkpoint: '" + it->second + "' is stored as " + e.dtype +
+                                           ", expected a floating point type (F32, F16, BF16, F64)");
   }
   if (missing > 0)
     throw Error(ErrorCode::not_found, "wan transformer checkpoint: missing " + first_missing +

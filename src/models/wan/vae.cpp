@@ -734,6 +734,8 @@ Vae::Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype, c10:
       continue;
     }
     const SafetensorsEntry& e = weights.entry(name);
+    check_arg(is_float_dtype(e.dtype), "wan vae checkpoint: '" + name + "' is stored as " + e.dtype +
+                                           ", expected a floating point type (F32, F16, BF16, F64)");
     if (e.shape != shape && first_misshaped.empty())
       first_misshaped = "wan vae checkpoint: '" + name + "' has shape " + shape_str(e.shape) + ", expected " +
                         shape_str(shape) + " for this config";
