@@ -463,26 +463,28 @@ void bind_guide(py::module_& m) {
           py::arg("x0"));
 }
 
+// A device given as a string ("cpu", "cuda:1") or a torch.device.
+c10::Device parse_device(const py::object& device) {
+  if (py::isinstance<py::str>(device)) {
+    const std::string name = device.cast<std::string>();
+    try {
+      return c10::Device(name);
+    } catch (const c10::Error&) {
+      throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
+    }
+  }
+  return device.cast<c10::Device>();
+}
+
 // ---- Wan transformer (bind_wan) --------------------------------------------------------------
 void bind_wan(py::module_& m) {
   namespace wan = drb::models::wan;
-  auto parse_device = [](const py::object& device) -> c10::Device {
-    if (py::isinstance<py::str>(device)) {
-      const std::string name = device.cast<std::string>();
-      try {
-        return c10::Device(name);
-      } catch (const c10::Error&) {
-        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
-      }
-    }
-    return device.cast<c10::Device>();
-  };
   py::class_<wan::Transformer, std::shared_ptr<wan::Transformer>>(
       m, "WanTransformer",
       "Wan2.1/2.2 text-to-video transformer (diffusers' WanTransformer3DModel), native in LibTorch.")
       .def_static(
           "load",
-          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+          [](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
             const c10::Device dev = parse_device(device);
             py::gil_scoped_release nogil;
             return std::make_shared<wan::Transformer>(
@@ -530,22 +532,11 @@ void bind_wan(py::module_& m) {
 // ---- Wan VAE (bind_wan_vae) -------------------------------------------------------------------
 void bind_wan_vae(py::module_& m) {
   namespace wan = drb::models::wan;
-  auto parse_device = [](const py::object& device) -> c10::Device {
-    if (py::isinstance<py::str>(device)) {
-      const std::string name = device.cast<std::string>();
-      try {
-        return c10::Device(name);
-      } catch (const c10::Error&) {
-        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
-      }
-    }
-    return device.cast<c10::Device>();
-  };
   py::class_<wan::Vae, std::shared_ptr<wan::Vae>>(
       m, "WanVae", "Wan2.1 and Wan2.2 video VAE (diffusers' AutoencoderKLWan), native in LibTorch.")
       .def_static(
           "load",
-          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+          [](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
             const c10::Device dev = parse_device(device);
             py::gil_scoped_release nogil;
             return std::make_shared<wan::Vae>(wan::Vae::load(directory, dtype.value_or(at::kFloat), dev));
@@ -596,22 +587,11 @@ void bind_wan_vae(py::module_& m) {
 // ---- Wan text encoder and tokenizer (bind_wan_text) -------------------------------------------
 void bind_wan_text(py::module_& m) {
   namespace wan = drb::models::wan;
-  auto parse_device = [](const py::object& device) -> c10::Device {
-    if (py::isinstance<py::str>(device)) {
-      const std::string name = device.cast<std::string>();
-      try {
-        return c10::Device(name);
-      } catch (const c10::Error&) {
-        throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
-      }
-    }
-    return device.cast<c10::Device>();
-  };
   py::class_<wan::UMT5Encoder, std::shared_ptr<wan::UMT5Encoder>>(
       m, "UMT5Encoder", "Wan's text encoder (transformers' UMT5EncoderModel), native in LibTorch.")
       .def_static(
           "load",
-          [parse_device](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
+          [](const std::string& directory, std::optional<at::ScalarType> dtype, const py::object& device) {
             const c10::Device dev = parse_device(device);
             py::gil_scoped_release nogil;
             return std::make_shared<wan::UMT5Encoder>(

@@ -45,13 +45,7 @@ std::pair<at::Tensor, at::Tensor> group_by_key(const at::Tensor& key, int64_t n)
 TensorWarper::TensorWarper(int64_t latent_height, int64_t latent_width, const NoiseWarpOptions& options,
                            c10::Device device)
     : opt_(options), latent_h_(latent_height), latent_w_(latent_width), device_(device) {
-  NoiseWarpOptions cpu = options;
-  cpu.device = "cpu";
-  NoiseWarper validate(1, 1, cpu);  // the same option checks as the CPU warper
-  check_arg(latent_height >= 1 && latent_width >= 1 &&
-                latent_height * latent_width * options.factor * options.factor < (int64_t{1} << kCopyBits),
-            "noise warp: latent size " + std::to_string(latent_height) + "x" + std::to_string(latent_width) +
-                " is empty or too large");
+  // The options and sizes were checked by NoiseWarper, which makes this warper for a device.
   check_arg(device.is_cpu() || device.is_cuda(), "noise warp: device must be cpu or cuda, got " + device.str());
 #ifndef DRB_WITH_CUDA_KERNELS
   check(!device.is_cuda(), ErrorCode::unsupported, "noise warp: this build has no CUDA kernels");

@@ -11,6 +11,7 @@ namespace drb::guide::detail {
 
 class DRB_EXPORT TensorWarper {
  public:
+  // The options and sizes as NoiseWarper has checked them.
   TensorWarper(int64_t latent_height, int64_t latent_width, const NoiseWarpOptions& options, c10::Device device);
   void step(const at::Tensor& forward, const at::Tensor& backward);
   at::Tensor latent() const;      // [C, h, w] float32 on the device
