@@ -15,6 +15,9 @@
 
 namespace py = pybind11;
 
+void bind_io(py::module_& m);        // io_bindings.cpp
+void bind_pipeline(py::module_& m);  // pipeline_bindings.cpp
+
 namespace {
 
 PyObject* g_cancelled = nullptr;
@@ -688,7 +691,9 @@ PYBIND11_MODULE(_derrumbe, m) {
     }
   });
 
-  m.def("version", [] { return std::string("0.1.0"); });
+  m.def("version", [] { return std::string(drb::version()); });
+  bind_io(m);
+  bind_pipeline(m);
   m.def("samplers", &drb::sampler_names, "Names of the samplers, as ComfyUI/k-diffusion name them.");
   m.def(
       "randn",

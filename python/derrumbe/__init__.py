@@ -9,6 +9,8 @@ import math
 import torch  # loads LibTorch before the native module
 
 from . import _derrumbe, schedules
+from ._derrumbe import io
+from .shot import Shot, ShotResult, StageRecord
 from ._derrumbe import (
     AOVs,
     Cancelled,
@@ -37,6 +39,7 @@ from ._derrumbe import (
     aovs_to_tensor,
     cfg_combine,
     cfg_zero_combine,
+    default_model_path,
     encode_prompts,
     latent_flow,
     load_aoti,
@@ -55,9 +58,9 @@ __all__ = [
     "ExpertSwitch", "FlowWarpEnergy", "GaussianMixture", "Guided", "MaskEnergy", "NoiseWarper",
     "Parameterized", "SamplerState", "Scene", "SimTrack", "StepHook", "Tokenizer", "UMT5Encoder",
     "WanDenoiser", "WanTransformer", "WanVae", "aov_channel_names", "aovs_to_tensor", "cfg_combine",
-    "cfg_zero_combine", "encode_prompts", "latent_flow", "load_aoti", "load_torchscript", "prepare_mask",
-    "randn", "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "start_state",
-    "warp_noise",
+    "cfg_zero_combine", "default_model_path", "encode_prompts", "io", "latent_flow", "load_aoti", "load_torchscript", "prepare_mask",
+    "randn", "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "Shot", "ShotResult",
+    "StageRecord", "start_state", "warp_noise",
 ]
 
 

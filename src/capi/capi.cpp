@@ -16,6 +16,7 @@
 #include "derrumbe/physics/simulate.hpp"
 #include "derrumbe/sample/sampler.hpp"
 #include "derrumbe/sample/schedules.hpp"
+#include "derrumbe/core/version.hpp"
 
 namespace {
 
@@ -142,7 +143,7 @@ const drb::physics::SimTrack& track_of(const drb_track* t) {
 
 extern "C" {
 
-const char* drb_version(void) { return "0.1.0"; }
+const char* drb_version(void) { return drb::version(); }
 int drb_api_version(void) { return DRB_API_VERSION; }
 const char* drb_last_error(void) { return g_last_error.c_str(); }
 

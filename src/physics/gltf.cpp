@@ -61,12 +61,6 @@ std::optional<PieceKind> kind_from_name(const std::string& name) {
   return std::nullopt;
 }
 
-std::string piece_node_name(uint32_t id) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "piece_%05u", id);
-  return buf;
-}
-
 // A camera rotation: local -Z looks at the target, local +Y is as close to `up` as possible.
 Quat look_rotation(const Vec3& position, const Vec3& target, const Vec3& up) {
   Vec3 forward = target - position;
@@ -211,7 +205,7 @@ void export_glb(const SimTrack& track, const std::string& path) {
   std::vector<float> translation(frames * 3), rotation(frames * 4);
   for (size_t p = 0; p < num_pieces; ++p) {
     const Piece& piece = track.pieces[p];
-    json node = {{"name", piece_node_name(piece.id)},
+    json node = {{"name", piece_name(piece.id)},
                  {"extras",
                   {{"derrumbe",
                     {{"id", piece.id},
@@ -244,7 +238,7 @@ void export_glb(const SimTrack& track, const std::string& path) {
                                      kElementArrayBuffer, false)},
           {"mode", kTriangles}};
       if (piece.material < track.materials.size()) primitive["material"] = piece.material;
-      meshes.push_back({{"name", piece_node_name(piece.id)}, {"primitives", json::array({primitive})}});
+      meshes.push_back({{"name", piece_name(piece.id)}, {"primitives", json::array({primitive})}});
       node["mesh"] = meshes.size() - 1;
     }
     nodes.push_back(std::move(node));

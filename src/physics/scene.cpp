@@ -659,4 +659,19 @@ Scene load_scene(const std::string& path) {
 
 std::string to_json(const Scene& scene) { return write(scene).dump(2) + "\n"; }
 
+std::string camera_to_json(const Camera& camera) { return write(camera).dump(); }
+
+Camera parse_camera(const std::string& json_text, const std::string& path) {
+  json doc;
+  try {
+    doc = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    throw Error(ErrorCode::parse, path + ": malformed JSON: " + e.what());
+  }
+  Camera camera;
+  read(Node{doc, path}, camera);
+  validate_camera(path, camera);
+  return camera;
+}
+
 }  // namespace drb::physics

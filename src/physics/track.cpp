@@ -1,6 +1,7 @@
 #include "derrumbe/physics/track.hpp"
 
 #include <cmath>
+#include <cstdio>
 
 namespace drb::physics {
 
@@ -12,6 +13,12 @@ const char* piece_kind_name(PieceKind kind) noexcept {
     case PieceKind::debris: return "debris";
   }
   return "unknown";
+}
+
+std::string piece_name(uint32_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "piece_%05u", id);
+  return buf;
 }
 
 Eigen::Isometry3d SimTrack::pose(int64_t frame, int64_t piece) const {

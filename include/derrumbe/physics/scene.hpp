@@ -106,6 +106,10 @@ DRB_EXPORT Scene parse_scene(const std::string& json_text);
 DRB_EXPORT Scene load_scene(const std::string& path);  // file_not_found if missing
 // Serializes every field (parse_scene(to_json(s)) == s).
 DRB_EXPORT std::string to_json(const Scene& scene);
+// One camera as the scene file writes it (for documents that embed cameras, such as a shot's
+// settings); parse_camera validates it as parse_scene does, errors starting with `path`.
+DRB_EXPORT std::string camera_to_json(const Camera& camera);
+DRB_EXPORT Camera parse_camera(const std::string& json_text, const std::string& path = "camera");
 // The checks parse_scene applies, for scenes built in code.
 DRB_EXPORT void validate(const Scene& scene);
 

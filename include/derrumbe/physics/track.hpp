@@ -9,6 +9,8 @@ namespace drb::physics {
 
 enum class PieceKind : uint8_t { column = 0, slab = 1, wall = 2, debris = 3 };
 DRB_EXPORT const char* piece_kind_name(PieceKind kind) noexcept;
+// A piece's name where DCCs and compositors see it (glTF nodes, Cryptomatte): "piece_00042".
+DRB_EXPORT std::string piece_name(uint32_t id);
 
 struct Piece {
   uint32_t id = 0;

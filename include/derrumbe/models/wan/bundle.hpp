@@ -1,0 +1,50 @@
+// A Wan model as users download it: a diffusers directory (model_index.json beside
+// transformer/, vae/, text_encoder/, tokenizer/, scheduler/), loaded into the native modules,
+// with what the model determines for a shot (compression factors, latent channels, patch size,
+// the scheduler's default shift) read from its configs and the SHA-256 of every file it holds
+// (a shot's sidecar names the exact weights it was made with).
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "derrumbe/models/wan/text.hpp"
+#include "derrumbe/models/wan/transformer.hpp"
+#include "derrumbe/models/wan/vae.hpp"
+
+namespace drb::models::wan {
+
+struct Bundle {
+  std::string path;
+  std::shared_ptr<const Transformer> transformer;
+  std::shared_ptr<const Vae> vae;
+  std::shared_ptr<const UMT5Encoder> text_encoder;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::string scheduler = "UniPCMultistepScheduler";  // the scheduler config's _class_name
+  double flow_shift = 3.0;                            // its flow_shift (UniPC) or shift (FlowMatchEuler)
+  // (path relative to the bundle, SHA-256) of every file of each component, sorted by path.
+  std::vector<std::pair<std::string, std::string>> files;
+
+  // What a shot's sizes must respect, read from the loaded configs.
+  int64_t spatial_factor() const;   // pixels per latent pixel (the VAE's)
+  int64_t temporal_factor() const;  // video frames per latent frame after the first
+  int64_t latent_channels() const;  // the VAE's z_dim (= the transformer's in_channels)
+  int64_t patch_height() const;     // latent pixels per transformer token, vertically
+  int64_t patch_width() const;
+  // The SHA-256 over the hashes of one component's files ("transformer", "vae", ...).
+  std::string component_hash(const std::string& component) const;
+
+  // Loads a diffusers Wan directory. Missing components, files or configs are errors naming
+  // them (ErrorCode::file_not_found for a missing path); a VAE whose z_dim differs from the
+  // transformer's in_channels, or a text encoder whose width differs from the transformer's
+  // text_dim, is ErrorCode::invalid_argument.
+  static Bundle load(const std::string& path, at::ScalarType dtype = at::kFloat, c10::Device device = c10::kCPU);
+};
+
+// Where the default model is: $DERRUMBE_DEFAULT_MODEL, else default-model/ beside the library
+// (the Python wheel), ../share/derrumbe/default-model from it (an installed prefix), else the
+// source tree's assets/default-model (a build tree). ErrorCode::not_found lists the places tried.
+DRB_EXPORT std::string default_model_path();
+
+}  // namespace drb::models::wan

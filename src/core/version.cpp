@@ -1,0 +1,5 @@
+#include "derrumbe/core/version.hpp"
+
+namespace drb {
+const char* version() noexcept { return DRB_VERSION_STRING; }
+}  // namespace drb
