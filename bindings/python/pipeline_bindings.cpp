@@ -24,14 +24,24 @@ py::dict result_dict(const pl::ShotResult& r) {
                   py::arg("sidecar") = r.sidecar, py::arg("stages") = stages);
 }
 
+// Shots run without the GIL (autograd, used by energy guidance, refuses to run under it); the
+// callback takes it back to call Python.
 pl::ShotCallback shot_callback(const py::object& callback) {
   if (callback.is_none()) return {};
   return [callback](const pl::ShotProgress& p) {
+    py::gil_scoped_acquire gil;
     py::dict info(py::arg("stage") = p.stage, py::arg("stage_index") = p.stage_index,
                   py::arg("num_stages") = p.num_stages, py::arg("step") = p.step, py::arg("num_steps") = p.num_steps,
                   py::arg("elapsed") = p.elapsed, py::arg("remaining") = p.remaining);
     return py::bool_(callback(info)).cast<bool>();
   };
+}
+
+pl::ShotResult without_gil(pl::Shot& shot, pl::ShotResult (pl::Shot::*method)(const pl::ShotCallback&),
+                           const py::object& cb) {
+  const pl::ShotCallback callback = shot_callback(cb);
+  py::gil_scoped_release nogil;
+  return (shot.*method)(callback);
 }
 
 }  // namespace
@@ -42,9 +52,9 @@ void bind_pipeline(py::module_& m) {
            py::arg("params_json"))
       .def_static("from_sidecar", &pl::Shot::from_sidecar, py::arg("path"))
       .def("params_json", [](const pl::Shot& s) { return s.params().to_json(); })
-      .def("render", [](pl::Shot& s, py::object cb) { return result_dict(s.render(shot_callback(cb))); },
+      .def("render", [](pl::Shot& s, py::object cb) { return result_dict(without_gil(s, &pl::Shot::render, cb)); },
            py::arg("callback") = py::none())
-      .def("preview", [](pl::Shot& s, py::object cb) { return result_dict(s.preview(shot_callback(cb))); },
+      .def("preview", [](pl::Shot& s, py::object cb) { return result_dict(without_gil(s, &pl::Shot::preview, cb)); },
            py::arg("callback") = py::none())
       .def(
           "variations",
@@ -56,8 +66,14 @@ void bind_pipeline(py::module_& m) {
               pl::ShotParams p = pl::ShotParams::from_json(camera);
               v.cameras.push_back(p.camera);
             }
+            const pl::ShotCallback callback = shot_callback(cb);
+            std::vector<pl::ShotResult> results;
+            {
+              py::gil_scoped_release nogil;
+              results = s.variations(v, callback);
+            }
             py::list out;
-            for (const pl::ShotResult& r : s.variations(v, shot_callback(cb))) out.append(result_dict(r));
+            for (const pl::ShotResult& r : results) out.append(result_dict(r));
             return out;
           },
           py::arg("seeds"), py::arg("intensities"), py::arg("cameras_json"), py::arg("callback") = py::none());
@@ -68,6 +84,7 @@ void bind_pipeline(py::module_& m) {
       [](std::vector<std::string> args) {
         std::vector<const char*> argv;
         for (const std::string& a : args) argv.push_back(a.c_str());
+        py::gil_scoped_release nogil;
         return drb::cli::run(static_cast<int>(argv.size()), argv.data());
       },
       py::arg("argv"), "Runs the `derrumbe` command line with these arguments (argv[0] first); returns the exit code.");

@@ -11,7 +11,7 @@ import torch
 import derrumbe
 
 
-def main():
+def main() -> None:
     shape = [1, 16, 3, 12, 20]  # [B, C, F, H, W]: a small Wan-layout latent
     model = derrumbe.GaussianMixture.random(shape[1:], components=4, seed=1)
     x_T = derrumbe.randn(shape, seed=42, dtype=torch.float64) * 80.0

@@ -14,7 +14,7 @@ import torch
 
 from . import _derrumbe
 
-Camera = Union[str, int, Sequence[Dict[str, Any]], None]
+Camera = Union[str, int, Sequence[Dict[str, Any]], Dict[str, Any], None]
 Callback = Callable[[Dict[str, Any]], bool]
 
 
@@ -44,9 +44,12 @@ class ShotResult:
 
 
 def _camera(camera: Camera) -> Dict[str, Any]:
-    """A scene camera by name (str) or index (int), or explicit keys (a list of key dicts)."""
+    """A scene camera by name (str) or index (int), explicit keys (a list of key dicts), or the
+    ShotParams form ({"name", "index", "keys"})."""
     if camera is None:
         return {}
+    if isinstance(camera, dict):
+        return dict(camera)
     if isinstance(camera, bool):
         raise ValueError("camera: expected a name, an index or a list of keys, got a bool")
     if isinstance(camera, int):

@@ -162,6 +162,8 @@ void read(const json& j, const std::string& path, physics::Scene& out) {
   }
 }
 void read(const json& j, const std::string& path, std::vector<physics::CameraKey>& out) {
+  out.clear();
+  if (j.is_array() && j.empty()) return;  // no explicit keys: a scene camera is chosen
   out = physics::parse_camera(json{{"name", "keys"}, {"keys", j}}.dump(), path).keys;
 }
 template <class T>

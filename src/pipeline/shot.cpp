@@ -125,6 +125,7 @@ class Run {
 
   ShotResult go() {
     check_sizes();
+    for (const fs::path& folder : {fs::path(p_.output.dir), cache_}) make_folder(folder);
     const physics::SimTrack track = simulate();
     const physics::Camera camera = resolve_camera(track, p_.camera);
     const std::vector<render::AOVs> aovs = render_aovs(track, camera);
@@ -167,8 +168,15 @@ class Run {
     return std::move(*value);
   }
 
+  static void make_folder(const fs::path& folder) {
+    std::error_code ec;
+    fs::create_directories(folder, ec);
+    check(!ec && fs::is_directory(folder), ErrorCode::io,
+          "shot: cannot create the folder " + folder.string() + (ec ? ": " + ec.message() : std::string()));
+  }
+
   std::string entry(const std::string& stage, const std::string& key, const std::string& suffix) const {
-    fs::create_directories(cache_ / stage);
+    make_folder(cache_ / stage);
     return (cache_ / stage / (key + suffix)).string();
   }
 
@@ -535,10 +543,6 @@ class Run {
     const auto start = Clock::now();
     const OutputParams& o = p_.output;
     const fs::path dir(o.dir);
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    check(!ec && fs::is_directory(dir), ErrorCode::io, "shot: cannot create the output folder " + o.dir +
-                                                           (ec ? ": " + ec.message() : std::string()));
     const std::vector<io::Image> images = to_images(result_.frames);
     if (o.mp4) {
       io::VideoOptions video;

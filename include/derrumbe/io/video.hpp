@@ -15,12 +15,17 @@ struct VideoOptions {
   std::string preset = "medium";
 };
 
-// frames: RGB (3 channels) display-referred sRGB in [0, 1], all the same even width and height.
+// frames: RGB (3 channels) display-referred sRGB in [0, 1], all the same even width and height
+// (else invalid_argument, as are no frames, fps outside (0, 1000], crf outside [0, 51] and an
+// unknown preset). Quantized to 8 bits, converted to yuv420p with the BT.709 matrix (limited
+// range) and written through write_atomically. A build without libx264 is ErrorCode::unsupported.
 DRB_EXPORT void write_mp4(const std::vector<Image>& frames, const std::string& path, const VideoOptions& options = {});
 
-// Decodes the first `max_frames` frames (0: all) of a video file as RGB in [0, 1]. A file that
-// cannot be opened or decoded, or that ends before its stream's declared frame count, is an
-// error naming it.
+// Decodes the first `max_frames` frames (0: all) of a video file as RGB in [0, 1], using the
+// stream's matrix and range tags (untagged: BT.709 from 720 lines up, else BT.601). A missing file
+// is file_not_found. A file that cannot be opened or decoded, whose demuxer reports a packet cut
+// short or a read error, or that ends before its stream's declared frame count is
+// ErrorCode::parse naming it.
 DRB_EXPORT std::vector<Image> read_video(const std::string& path, int64_t max_frames = 0);
 
 }  // namespace drb::io
