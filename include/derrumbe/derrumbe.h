@@ -26,7 +26,13 @@ extern "C" {
 #define DRB_CAPI
 #endif
 
-#define DRB_API_VERSION 1
+/* API version history:
+ *   1  first release.
+ *   2  drb_prepare_mask takes (capacity, count_out) like drb_warp_noise (was: an unchecked out);
+ *      added drb_model (drb_model_load, drb_model_free, drb_model_path, drb_default_model_path)
+ *      and drb_shot (drb_shot_create, drb_shot_render, drb_shot_frames, drb_shot_output_dir,
+ *      drb_shot_sidecar, drb_shot_params_json). */
+#define DRB_API_VERSION 2
 
 typedef enum drb_status {
   DRB_OK = 0,
@@ -180,10 +186,13 @@ DRB_CAPI drb_status drb_sdedit_start(drb_dtype dtype, const int64_t* shape, size
 /* A composition mask on the latent grid from rendered masks: float32 [frames, height, width] in
  * [0, 1] -> float32 [1 + (frames - 1) / temporal_factor, latent_height, latent_width], dilated by
  * `dilate` and feathered by `feather` pixels, area-averaged, the maximum over each latent
- * frame's group of video frames. */
+ * frame's group of video frames. Written to out[0 .. capacity); *count_out receives the number
+ * of elements needed, also when capacity is too small (then DRB_ERR_INVALID_ARGUMENT).
+ * (API 2: capacity and count_out were added.) */
 DRB_CAPI drb_status drb_prepare_mask(const float* masks, int64_t frames, int64_t height, int64_t width,
                                      int64_t latent_height, int64_t latent_width, int64_t temporal_factor,
-                                     int64_t dilate, int64_t feather, float* out);
+                                     int64_t dilate, int64_t feather, float* out, size_t capacity,
+                                     size_t* count_out);
 
 /* ---- physics: scenes, simulation, tracks ---------------------------------------------------- */
 
@@ -223,6 +232,95 @@ DRB_CAPI drb_status drb_track_poses(const drb_track* track, int64_t frame, float
 DRB_CAPI drb_status drb_track_piece_mesh(const drb_track* track, int64_t piece, float* vertices, size_t vertex_capacity,
                                          uint32_t* triangles, size_t triangle_capacity, size_t* num_vertices,
                                          size_t* num_triangles);
+
+/* ---- models ---------------------------------------------------------------------------------- */
+
+/* A loaded video model (a diffusers Wan directory: model_index.json beside transformer/, vae/,
+ * text_encoder/, tokenizer/, scheduler/; or anything else models/wan/bundle.hpp's Bundle::load
+ * takes), on the CPU in float32, shareable between shots. Free
+ * with drb_model_free (NULL-safe); a shot created with it holds its own reference, so the
+ * model may be freed before the shots. */
+typedef struct drb_model drb_model;
+
+/* Where the default model is ($DERRUMBE_DEFAULT_MODEL, beside the library, the install prefix's
+ * share/derrumbe/default-model or the source tree), as a NUL-terminated path in the caller's
+ * buffer; *needed receives its length plus 1. DRB_ERR_NOT_FOUND lists the places tried. */
+DRB_CAPI drb_status drb_default_model_path(char* buffer, size_t capacity, size_t* needed);
+/* Loads the model at `path` (NULL or "": the default model). A missing path is
+ * DRB_ERR_NOT_FOUND naming it; a folder that is not a model is an error naming what is missing. */
+DRB_CAPI drb_status drb_model_load(const char* path, drb_model** out);
+DRB_CAPI void drb_model_free(drb_model* model);
+/* The folder the model was loaded from; *needed receives its length plus 1. */
+DRB_CAPI drb_status drb_model_path(const drb_model* model, char* buffer, size_t capacity, size_t* needed);
+
+/* ---- shots: a scene and settings in, finished frames and files out ----------------------------- */
+
+/* A shot (pipeline/shot.hpp): simulate -> render AOVs -> conditioning -> sample -> decode ->
+ * write, each stage cached on disk under the output folder (or the params' cache_dir). Free
+ * with drb_shot_free (NULL-safe). A shot is used by one thread at a time. */
+typedef struct drb_shot drb_shot;
+
+/* The shot's settings: params_json holds any of them (the JSON of ShotParams::to_json, e.g. a
+ * sidecar's "params" object; missing keys keep their defaults, unknown keys are errors); the
+ * plain fields below override it. Every plain field left at its init value (0 / NULL) keeps
+ * the value from params_json, or the default when params_json does not set it. */
+typedef struct drb_shot_params {
+  size_t struct_size;
+  const char* params_json;  /* NULL: the defaults */
+  const char* source;       /* a scene .json, an imported .glb or a .drbtrack; NULL: keep */
+  const char* output_dir;   /* where the files go; NULL: keep (default "shot") */
+  const drb_scene* scene;   /* an in-code scene instead of a source file (copied), or NULL;
+                               replaces params_json's source (setting `source` too is an error) */
+  int64_t frames;           /* video frames, 1 + 4k for Wan (default 17); 0: keep */
+  int64_t width;            /* default 160; 0: keep */
+  int64_t height;           /* default 96; 0: keep */
+  int64_t steps;            /* sampling steps (default 12); 0: keep */
+  uint64_t seed;            /* 0: keep (default 0; to force seed 0 over a JSON seed, set it there) */
+  const char* prompt;       /* NULL: keep */
+  double intensity;         /* the scene's intensity in [0, 1], used when has_intensity != 0 */
+  int has_intensity;
+  int preview;              /* non-zero: render a preview (half size, half steps, under
+                               {output_dir}/preview); 0: keep */
+} drb_shot_params;
+DRB_CAPI void drb_shot_params_init(drb_shot_params* params);
+
+/* Creates a shot; the settings are checked here (malformed params_json: DRB_ERR_PARSE; an
+ * unknown key, a wrong type or a value out of range: DRB_ERR_INVALID_ARGUMENT naming the field).
+ * Checks that need the model (sizes, the 1 + 4k frame rule) happen at render. model: shared
+ * with the shot (the shot holds a reference), or NULL: the model the params name (the default
+ * model when they name none) is loaded at the first render, where a failure to load it is
+ * DRB_ERR_MODEL. */
+DRB_CAPI drb_status drb_shot_create(const drb_shot_params* params, const drb_model* model, drb_shot** out);
+DRB_CAPI void drb_shot_free(drb_shot* shot);
+
+/* Progress of a render: the stage running ("model", "simulate", "render", "text",
+ * "conditioning", "noise", "sample", "decode", "write"; valid during the call only), its index
+ * among num_stages, its step among num_steps (0 of 0 when it has none), the seconds since the
+ * render began and an estimate of the seconds left (-1 while unknown). Return non-zero to
+ * cancel: drb_shot_render then returns DRB_ERR_CANCELLED, and a later render resumes from
+ * what was finished and saved. */
+typedef int (*drb_shot_progress_fn)(void* user, const char* stage, int64_t stage_index, int64_t num_stages,
+                                    int64_t step, int64_t num_steps, double elapsed_seconds,
+                                    double remaining_seconds);
+
+/* Runs every stage (reusing cached ones) and writes the files (MP4, EXR sequence, ... and the
+ * JSON sidecar, last) to the output folder; the result stays in the shot for drb_shot_frames,
+ * drb_shot_output_dir and drb_shot_sidecar until the next render. progress may be NULL. */
+DRB_CAPI drb_status drb_shot_render(drb_shot* shot, drb_shot_progress_fn progress, void* progress_user);
+
+/* The rendered frames as float32 [frames, height, width, 3], interleaved RGB (display sRGB) in
+ * [0, 1], into out[0 .. capacity). *count_out (may be NULL) receives the number of floats
+ * needed and *frames, *height, *width (each may be NULL) the sizes, also when capacity is too
+ * small (then DRB_ERR_INVALID_ARGUMENT). Before a successful render: DRB_ERR_INVALID_ARGUMENT. */
+DRB_CAPI drb_status drb_shot_frames(const drb_shot* shot, float* out, size_t capacity, size_t* count_out,
+                                    int64_t* frames, int64_t* height, int64_t* width);
+/* The folder the last render wrote to, and its sidecar's path (NUL-terminated; *needed receives
+ * the length plus 1). Before a successful render: DRB_ERR_INVALID_ARGUMENT. */
+DRB_CAPI drb_status drb_shot_output_dir(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed);
+DRB_CAPI drb_status drb_shot_sidecar(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed);
+/* The shot's complete settings after the overrides, as ShotParams JSON (what the sidecar
+ * records); *needed receives the length plus 1. */
+DRB_CAPI drb_status drb_shot_params_json(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "derrumbe/derrumbe.h"
@@ -12,8 +14,10 @@
 #include "derrumbe/guide/energy.hpp"
 #include "derrumbe/guide/noise_warp.hpp"
 #include "derrumbe/guide/sdedit.hpp"
+#include "derrumbe/models/wan/bundle.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/simulate.hpp"
+#include "derrumbe/pipeline/shot.hpp"
 #include "derrumbe/sample/sampler.hpp"
 #include "derrumbe/sample/schedules.hpp"
 #include "derrumbe/core/version.hpp"
@@ -117,6 +121,47 @@ at::Tensor float_view(const float* data, const std::vector<int64_t>& shape, cons
   return at::from_blob(const_cast<float*>(data), shape, at::TensorOptions().dtype(at::kFloat));
 }
 
+// A string out through the caller's buffer: *needed (when given) receives its length plus 1.
+void write_string(const std::string& text, char* buffer, size_t capacity, size_t* needed) {
+  if (needed != nullptr) *needed = text.size() + 1;
+  drb::check_arg(buffer != nullptr && capacity > text.size(),
+                 "buffer holds " + std::to_string(capacity) + " bytes, " + std::to_string(text.size() + 1) + " needed");
+  std::memcpy(buffer, text.c_str(), text.size() + 1);
+}
+
+// drb_sample_params' composition fields as the library's step hook (x: [B, C, F, H, W]).
+std::shared_ptr<drb::StepHook> composite_hook(const drb_sample_params& p, const at::Tensor& xt) {
+  drb::check_arg(xt.dim() == 5, "composition needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
+  const auto opts = at::TensorOptions().dtype(xt.scalar_type());
+  const at::Tensor mask = float_view(p.composite_mask, {xt.size(2), xt.size(3), xt.size(4)}, "params.composite_mask");
+  const at::Tensor noise = p.composite_noise != nullptr
+                               ? at::from_blob(const_cast<void*>(p.composite_noise), xt.sizes(), opts).clone()
+                               : at::Tensor();
+  return std::make_shared<drb::guide::Composite>(
+      at::from_blob(const_cast<void*>(p.composite_plate), xt.sizes(), opts).clone(),
+      mask.clone().view({1, 1, xt.size(2), xt.size(3), xt.size(4)}), noise,
+      drb::guide::CompositeOptions{p.composite_resample, p.composite_free_tail_steps, p.composite_final_paste != 0},
+      p.seed);
+}
+
+// drb_sample_params' energy fields as the library's energy terms (empty: no energy guidance).
+std::vector<drb::guide::EnergyTerm> energy_terms(const drb_sample_params& p, const at::Tensor& xt) {
+  std::vector<drb::guide::EnergyTerm> energies;
+  if (p.energy != nullptr) energies.push_back({std::make_shared<CallbackEnergy>(p.energy, p.energy_user), 1.0});
+  if (p.energy_flow_backward != nullptr) {
+    drb::check_arg(xt.dim() == 5, "the flow energy needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
+    const int64_t f = xt.size(2), h = xt.size(3), w = xt.size(4);
+    const at::Tensor valid = p.energy_flow_valid != nullptr
+                                 ? float_view(p.energy_flow_valid, {f, h, w}, "params.energy_flow_valid").clone()
+                                 : at::Tensor();
+    energies.push_back({std::make_shared<drb::guide::FlowWarpEnergy>(
+                            float_view(p.energy_flow_backward, {f, 2, h, w}, "params.energy_flow_backward").clone(),
+                            valid),
+                        1.0});
+  }
+  return energies;
+}
+
 }  // namespace
 
 struct drb_scene {
@@ -124,6 +169,13 @@ struct drb_scene {
 };
 struct drb_track {
   drb::physics::SimTrack track;
+};
+struct drb_model {
+  std::shared_ptr<const drb::models::wan::Bundle> bundle;
+};
+struct drb_shot {
+  drb::pipeline::Shot shot;
+  std::optional<drb::pipeline::ShotResult> result;  // the last successful render
 };
 
 namespace {
@@ -137,6 +189,37 @@ void check_path(const char* path) { drb::check_arg(path != nullptr, "path is NUL
 const drb::physics::SimTrack& track_of(const drb_track* t) {
   drb::check_arg(t != nullptr, "track is NULL");
   return t->track;
+}
+const drb::pipeline::ShotResult& result_of(const drb_shot* shot, const char* function) {
+  drb::check_arg(shot != nullptr, "shot is NULL");
+  drb::check_arg(shot->result.has_value(), std::string(function) +
+                                               ": the shot has not been rendered (call drb_shot_render first, and "
+                                               "check that it returned DRB_OK)");
+  return *shot->result;
+}
+
+// The C params over params_json (or the defaults): each plain field set overrides.
+drb::pipeline::ShotParams shot_params_of(const drb_shot_params& p) {
+  drb::pipeline::ShotParams s =
+      p.params_json != nullptr ? drb::pipeline::ShotParams::from_json(p.params_json) : drb::pipeline::ShotParams{};
+  if (p.source != nullptr) {
+    s.source = p.source;
+    if (p.scene == nullptr) s.scene.reset();  // both set: left for validate() to reject
+  }
+  if (p.scene != nullptr) {
+    s.scene = p.scene->scene;
+    if (p.source == nullptr) s.source.clear();
+  }
+  if (p.output_dir != nullptr) s.output.dir = p.output_dir;
+  if (p.frames != 0) s.frames = p.frames;
+  if (p.width != 0) s.width = p.width;
+  if (p.height != 0) s.height = p.height;
+  if (p.steps != 0) s.steps = p.steps;
+  if (p.seed != 0) s.seed = p.seed;
+  if (p.prompt != nullptr) s.prompt = p.prompt;
+  if (p.has_intensity != 0) s.intensity = p.intensity;
+  if (p.preview != 0) s.preview = true;
+  return s;
 }
 
 }  // namespace
@@ -234,32 +317,9 @@ drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, c
       o.callback = [&](const drb::StepInfo& info) {
         return p.progress(p.progress_user, info.step, info.num_steps, info.sigma, info.sigma_next) != 0;
       };
-    if (p.composite_plate != nullptr) {
-      drb::check_arg(xt.dim() == 5, "composition needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
-      const auto opts = at::TensorOptions().dtype(st);
-      const at::Tensor mask = float_view(p.composite_mask, {xt.size(2), xt.size(3), xt.size(4)}, "params.composite_mask");
-      const at::Tensor noise = p.composite_noise != nullptr
-                                   ? at::from_blob(const_cast<void*>(p.composite_noise), xt.sizes(), opts).clone()
-                                   : at::Tensor();
-      o.hooks.push_back(std::make_shared<drb::guide::Composite>(
-          at::from_blob(const_cast<void*>(p.composite_plate), xt.sizes(), opts).clone(),
-          mask.clone().view({1, 1, xt.size(2), xt.size(3), xt.size(4)}), noise,
-          drb::guide::CompositeOptions{p.composite_resample, p.composite_free_tail_steps, p.composite_final_paste != 0},
-          p.seed));
-    }
+    if (p.composite_plate != nullptr) o.hooks.push_back(composite_hook(p, xt));
     std::shared_ptr<drb::Denoiser> den = std::make_shared<CallbackDenoiser>(model, model_user);
-    std::vector<drb::guide::EnergyTerm> energies;
-    if (p.energy != nullptr) energies.push_back({std::make_shared<CallbackEnergy>(p.energy, p.energy_user), 1.0});
-    if (p.energy_flow_backward != nullptr) {
-      drb::check_arg(xt.dim() == 5, "the flow energy needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
-      const int64_t f = xt.size(2), h = xt.size(3), w = xt.size(4);
-      const at::Tensor valid = p.energy_flow_valid != nullptr
-                                   ? float_view(p.energy_flow_valid, {f, h, w}, "params.energy_flow_valid").clone()
-                                   : at::Tensor();
-      energies.push_back({std::make_shared<drb::guide::FlowWarpEnergy>(
-                              float_view(p.energy_flow_backward, {f, 2, h, w}, "params.energy_flow_backward").clone(), valid),
-                          1.0});
-    }
+    std::vector<drb::guide::EnergyTerm> energies = energy_terms(p, xt);
     if (!energies.empty()) {
       drb::guide::EnergyGuidanceOptions eo;
       eo.strength = p.energy_strength;
@@ -333,12 +393,16 @@ drb_status drb_sdedit_start(drb_dtype dtype, const int64_t* shape, size_t ndim, 
 }
 
 drb_status drb_prepare_mask(const float* masks, int64_t frames, int64_t height, int64_t width, int64_t latent_height,
-                            int64_t latent_width, int64_t temporal_factor, int64_t dilate, int64_t feather, float* out) {
+                            int64_t latent_width, int64_t temporal_factor, int64_t dilate, int64_t feather, float* out,
+                            size_t capacity, size_t* count_out) {
   return guard([&] {
-    drb::check_arg(out != nullptr, "out is NULL");
+    drb::check_arg(count_out != nullptr, "count_out is NULL");
     const at::Tensor m = float_view(masks, read_shape(std::vector<int64_t>{frames, height, width}.data(), 3), "masks");
     const at::Tensor latent =
         drb::guide::prepare_mask(m, latent_height, latent_width, temporal_factor, dilate, feather);
+    *count_out = static_cast<size_t>(latent.numel());
+    drb::check_arg(out != nullptr && capacity >= *count_out,
+                   "out holds " + std::to_string(capacity) + " floats, the mask needs " + std::to_string(*count_out));
     at::from_blob(out, {latent.numel()}, at::TensorOptions().dtype(at::kFloat)).copy_(latent.flatten());
   });
 }
@@ -374,11 +438,7 @@ void drb_scene_free(drb_scene* scene) { delete scene; }
 drb_status drb_scene_to_json(const drb_scene* scene, char* buffer, size_t capacity, size_t* needed) {
   return guard([&] {
     drb::check_arg(scene != nullptr, "scene is NULL");
-    const std::string text = drb::physics::to_json(scene->scene);
-    if (needed != nullptr) *needed = text.size() + 1;
-    drb::check_arg(buffer != nullptr && capacity > text.size(),
-                   "buffer holds " + std::to_string(capacity) + " bytes, " + std::to_string(text.size() + 1) + " needed");
-    std::memcpy(buffer, text.c_str(), text.size() + 1);
+    write_string(drb::physics::to_json(scene->scene), buffer, capacity, needed);
   });
 }
 
@@ -461,6 +521,94 @@ drb_status drb_track_piece_mesh(const drb_track* track, int64_t piece, float* ve
       for (int k = 0; k < 3; ++k) vertices[3 * i + static_cast<size_t>(k)] = mesh.vertices[i][k];
     for (size_t i = 0; i < mesh.triangles.size(); ++i)
       for (size_t k = 0; k < 3; ++k) triangles[3 * i + k] = mesh.triangles[i][k];
+  });
+}
+
+drb_status drb_default_model_path(char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] { write_string(drb::models::wan::default_model_path(), buffer, capacity, needed); });
+}
+
+drb_status drb_model_load(const char* path, drb_model** out) {
+  return guard([&] {
+    check_out(out);
+    const std::string where =
+        path == nullptr || *path == '\0' ? drb::models::wan::default_model_path() : std::string(path);
+    *out = new drb_model{std::make_shared<const drb::models::wan::Bundle>(drb::models::wan::Bundle::load(where))};
+  });
+}
+
+void drb_model_free(drb_model* model) { delete model; }
+
+drb_status drb_model_path(const drb_model* model, char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] {
+    drb::check_arg(model != nullptr, "model is NULL");
+    write_string(model->bundle->path, buffer, capacity, needed);
+  });
+}
+
+void drb_shot_params_init(drb_shot_params* p) {
+  if (p == nullptr) return;
+  *p = drb_shot_params{};
+  p->struct_size = sizeof(*p);
+}
+
+drb_status drb_shot_create(const drb_shot_params* params, const drb_model* model, drb_shot** out) {
+  return guard([&] {
+    check_out(out);
+    const auto p = read_params(params, drb_shot_params_init);
+    drb::pipeline::Shot shot(shot_params_of(p), model != nullptr ? model->bundle : nullptr);
+    *out = new drb_shot{std::move(shot), std::nullopt};
+  });
+}
+
+void drb_shot_free(drb_shot* shot) { delete shot; }
+
+drb_status drb_shot_render(drb_shot* shot, drb_shot_progress_fn progress, void* progress_user) {
+  return guard([&] {
+    drb::check_arg(shot != nullptr, "shot is NULL");
+    shot->result.reset();
+    drb::pipeline::ShotCallback callback;
+    if (progress != nullptr)
+      callback = [&](const drb::pipeline::ShotProgress& info) {
+        return progress(progress_user, info.stage.c_str(), info.stage_index, info.num_stages, info.step,
+                        info.num_steps, info.elapsed, info.remaining) != 0;
+      };
+    shot->result = shot->shot.render(callback);
+  });
+}
+
+drb_status drb_shot_frames(const drb_shot* shot, float* out, size_t capacity, size_t* count_out, int64_t* frames,
+                           int64_t* height, int64_t* width) {
+  return guard([&] {
+    const at::Tensor& f = result_of(shot, "drb_shot_frames").frames;  // [F, 3, H, W]
+    drb::check(f.defined() && f.dim() == 4 && f.size(1) == 3, drb::ErrorCode::internal,
+               "drb_shot_frames: the rendered frames are not [F, 3, H, W]");
+    const size_t n = static_cast<size_t>(f.numel());
+    if (count_out != nullptr) *count_out = n;
+    if (frames != nullptr) *frames = f.size(0);
+    if (height != nullptr) *height = f.size(2);
+    if (width != nullptr) *width = f.size(3);
+    drb::check_arg(out != nullptr && capacity >= n,
+                   "drb_shot_frames: out holds " + std::to_string(capacity) + " floats, the frames need " +
+                       std::to_string(n) + " (" + std::to_string(f.size(0)) + " x " + std::to_string(f.size(2)) +
+                       " x " + std::to_string(f.size(3)) + " x 3)");
+    at::from_blob(out, {f.size(0), f.size(2), f.size(3), 3}, at::TensorOptions().dtype(at::kFloat))
+        .copy_(f.permute({0, 2, 3, 1}));
+  });
+}
+
+drb_status drb_shot_output_dir(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] { write_string(result_of(shot, "drb_shot_output_dir").output_dir, buffer, capacity, needed); });
+}
+
+drb_status drb_shot_sidecar(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] { write_string(result_of(shot, "drb_shot_sidecar").sidecar, buffer, capacity, needed); });
+}
+
+drb_status drb_shot_params_json(const drb_shot* shot, char* buffer, size_t capacity, size_t* needed) {
+  return guard([&] {
+    drb::check_arg(shot != nullptr, "shot is NULL");
+    write_string(shot->shot.params().to_json(), buffer, capacity, needed);
   });
 }
 

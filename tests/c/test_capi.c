@@ -1,6 +1,9 @@
-/* The C API compiled as strict C11: sampling with a denoiser written in C, schedules, errors. */
+/* The C API compiled as strict C11: sampling with a denoiser written in C, schedules, errors,
+ * physics, guidance, and a small shot on the default model. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "derrumbe/derrumbe.h"
@@ -179,10 +182,25 @@ static void test_guide(void) {
   for (f = 0; f < F; ++f)
     for (y = 0; y < H; ++y)
       for (xx = 0; xx < W; ++xx) masks[(f * H + y) * W + xx] = xx >= W / 2 ? 1.0f : 0.0f;
-  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask) == DRB_OK);
+  count = 0;
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask, 3, &count) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(count == F * LH * LW);
+  CHECK(strstr(drb_last_error(), "80") != NULL);
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, NULL, 0, &count) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(count == F * LH * LW);
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask, F * LH * LW, NULL) == DRB_ERR_INVALID_ARGUMENT);
+  count = 0;
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask, F * LH * LW, &count) == DRB_OK);
+  CHECK(count == F * LH * LW);
   CHECK(mask[0] == 0.0f && mask[LW - 1] == 1.0f);
+  {
+    /* Temporal factor 4: 1 + (5 - 1) / 4 = 2 latent frames. */
+    float two[2 * LH * LW];
+    CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 4, 0, 0, two, 2 * LH * LW, &count) == DRB_OK);
+    CHECK(count == 2 * LH * LW);
+  }
   masks[0] = 2.0f;
-  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_prepare_mask(masks, F, H, W, LH, LW, 1, 0, 0, mask, F * LH * LW, &count) == DRB_ERR_INVALID_ARGUMENT);
   CHECK(strstr(drb_last_error(), "[0, 1]") != NULL);
   for (i = 0; i < C * F * LH * LW; ++i) x[i] = 10.0 * start_noise[i];
   p.composite_plate = plate;
@@ -216,6 +234,229 @@ static void test_guide(void) {
     CHECK(energy_calls == 10);
     CHECK(guided < 0.5 * plain);
   }
+}
+
+/* What a shot's progress callback saw; cancels at `cancel_stage` once `step` >= cancel_step. */
+typedef struct shot_progress {
+  int calls;
+  int bad;            /* calls with inconsistent values */
+  int saw_sample_steps;
+  int64_t last_stage_index;
+  const char* cancel_stage;
+  int64_t cancel_step;
+} shot_progress;
+
+static int on_shot_progress(void* user, const char* stage, int64_t stage_index, int64_t num_stages, int64_t step,
+                            int64_t num_steps, double elapsed, double remaining) {
+  shot_progress* sp = (shot_progress*)user;
+  ++sp->calls;
+  if (stage == NULL || stage_index < 0 || stage_index >= num_stages || step < 0 || step > num_steps || elapsed < 0 ||
+      stage_index < sp->last_stage_index)
+    ++sp->bad;
+  sp->last_stage_index = stage_index;
+  if (stage != NULL && strcmp(stage, "sample") == 0 && num_steps > 0) {
+    sp->saw_sample_steps = 1;
+    if (remaining < 0) ++sp->bad; /* known once a sampling step is done */
+  }
+  return sp->cancel_stage != NULL && stage != NULL && strcmp(stage, sp->cancel_stage) == 0 && step >= sp->cancel_step;
+}
+
+static int file_exists(const char* path) {
+  FILE* f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  fclose(f);
+  return 1;
+}
+
+/* Models and shots through the C API: loading errors, params errors and overrides, a small
+ * shot on the default model (cancelled, resumed, written, read back). */
+static void test_shot(void) {
+  const char* scene_path = DRB_EXAMPLES_DIR "/scenes/small.json";
+  char dir[] = "/tmp/drb_test_capi_XXXXXX";
+  char text[8192], path[4096];
+  size_t needed = 0, count = 0, i;
+  int64_t nf = 0, nh = 0, nw = 0;
+  drb_model* model = NULL;
+  drb_model* missing = NULL;
+  drb_shot* shot = NULL;
+  drb_shot_params p;
+  shot_progress progress;
+  float few[7];
+  float* frames = NULL;
+
+  drb_model_free(NULL);
+  drb_shot_free(NULL);
+  CHECK(mkdtemp(dir) != NULL);
+
+  /* Loading: a missing folder names it; a folder that is not a model names what it lacks. */
+  CHECK(drb_model_load("/nonexistent/derrumbe-model", &missing) == DRB_ERR_NOT_FOUND && missing == NULL);
+  CHECK(strstr(drb_last_error(), "/nonexistent/derrumbe-model") != NULL);
+  CHECK(drb_model_load(DRB_EXAMPLES_DIR "/scenes", &missing) != DRB_OK && missing == NULL);
+  CHECK(strstr(drb_last_error(), "model_index.json") != NULL);
+  CHECK(drb_model_load(NULL, NULL) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_default_model_path(path, 1, &needed) == DRB_ERR_INVALID_ARGUMENT && needed > 1);
+  CHECK(drb_default_model_path(path, sizeof path, &needed) == DRB_OK && needed == strlen(path) + 1);
+  CHECK(drb_model_load(NULL, &model) == DRB_OK && model != NULL);
+  CHECK(drb_model_path(model, text, sizeof text, &needed) == DRB_OK && strcmp(text, path) == 0);
+  CHECK(drb_model_path(NULL, text, sizeof text, &needed) == DRB_ERR_INVALID_ARGUMENT);
+
+  /* Params: malformed JSON, unknown keys, out of range, both a source and a scene. */
+  drb_shot_params_init(&p);
+  CHECK(p.struct_size == sizeof p && p.frames == 0 && p.source == NULL && p.has_intensity == 0);
+  p.source = scene_path;
+  p.output_dir = dir;
+  p.params_json = "{\"frames\": ";
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_PARSE && shot == NULL);
+  CHECK(strstr(drb_last_error(), "malformed JSON") != NULL);
+  p.params_json = "{\"framez\": 5}";
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT && shot == NULL);
+  CHECK(strstr(drb_last_error(), "framez: unknown key") != NULL);
+  p.params_json = "{\"frames\": 0}";
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT && shot == NULL);
+  CHECK(strstr(drb_last_error(), "frames") != NULL);
+  p.params_json = "{\"guide\": {\"repaint\": 9}}";
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "guide.repaint") != NULL);
+  p.params_json = NULL;
+  p.frames = -3;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "frames") != NULL);
+  p.frames = 0;
+  p.intensity = 1.5;
+  p.has_intensity = 1;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "intensity") != NULL);
+  p.has_intensity = 0;
+  p.source = NULL;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "source") != NULL);
+  {
+    drb_scene* scene = NULL;
+    CHECK(drb_scene_load(scene_path, &scene) == DRB_OK);
+    p.scene = scene;
+    p.source = scene_path;
+    CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT && shot == NULL);
+    CHECK(strstr(drb_last_error(), "not both") != NULL);
+    /* An in-code scene replaces the JSON's source; the scene handle may go right after. */
+    p.source = NULL;
+    p.params_json = "{\"source\": \"elsewhere.json\"}";
+    CHECK(drb_shot_create(&p, NULL, &shot) == DRB_OK && shot != NULL);
+    drb_scene_free(scene);
+    CHECK(drb_shot_params_json(shot, text, sizeof text, &needed) == DRB_OK);
+    CHECK(strstr(text, "\"source\": \"\"") != NULL && strstr(text, "\"floors\": 3") != NULL);
+    drb_shot_free(shot);
+    shot = NULL;
+    p.scene = NULL;
+  }
+
+  /* The plain fields override params_json; what they leave at 0 / NULL keeps its values. */
+  p.source = scene_path;
+  p.params_json = "{\"frames\": 9, \"seed\": 7, \"steps\": 30, \"prompt\": \"rubble\", \"output\": {\"exr\": false}}";
+  p.frames = 6; /* breaks the model's 1 + 4k rule: found at render */
+  p.width = 64;
+  p.height = 48;
+  p.steps = 2;
+  p.intensity = 0.25;
+  p.has_intensity = 1;
+  p.preview = 1;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_OK && shot != NULL);
+  CHECK(drb_shot_params_json(shot, text, 8, &needed) == DRB_ERR_INVALID_ARGUMENT && needed > 8);
+  CHECK(drb_shot_params_json(shot, text, sizeof text, &needed) == DRB_OK && needed == strlen(text) + 1);
+  CHECK(strstr(text, "\"frames\": 6") != NULL && strstr(text, "\"seed\": 7") != NULL);
+  CHECK(strstr(text, "\"steps\": 2") != NULL && strstr(text, "\"prompt\": \"rubble\"") != NULL);
+  CHECK(strstr(text, "\"intensity\": 0.25") != NULL && strstr(text, "\"preview\": true") != NULL);
+  CHECK(strstr(text, "\"exr\": false") != NULL && strstr(text, "\"width\": 64") != NULL);
+  CHECK(strstr(text, dir) != NULL);
+  p.preview = 0;
+  p.has_intensity = 0;
+  drb_shot_free(shot);
+  shot = NULL;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_OK);
+  CHECK(drb_shot_render(shot, NULL, NULL) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "frames = 6") != NULL);
+  CHECK(drb_shot_frames(shot, few, 7, &count, &nf, &nh, &nw) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(drb_last_error(), "drb_shot_render") != NULL);
+  CHECK(drb_shot_sidecar(shot, path, sizeof path, &needed) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(drb_shot_output_dir(shot, path, sizeof path, &needed) == DRB_ERR_INVALID_ARGUMENT);
+  drb_shot_free(shot);
+  shot = NULL;
+
+  /* The small shot: 5 frames of 64x48, 2 steps, on the default model. The model handle may be
+   * freed once the shot holds it. */
+  drb_shot_params_init(&p);
+  p.source = scene_path;
+  p.output_dir = dir;
+  p.frames = 5;
+  p.width = 64;
+  p.height = 48;
+  p.steps = 2;
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_OK);
+  drb_model_free(model);
+  model = NULL;
+
+  /* Cancelled at once, then during sampling (after step 1 of 2, the state is saved). */
+  memset(&progress, 0, sizeof progress);
+  progress.cancel_stage = "model";
+  CHECK(drb_shot_render(shot, on_shot_progress, &progress) == DRB_ERR_CANCELLED);
+  CHECK(progress.calls == 1);
+  memset(&progress, 0, sizeof progress);
+  progress.cancel_stage = "sample";
+  progress.cancel_step = 1;
+  CHECK(drb_shot_render(shot, on_shot_progress, &progress) == DRB_ERR_CANCELLED);
+  CHECK(strstr(drb_last_error(), "cancelled") != NULL);
+  CHECK(progress.saw_sample_steps && progress.bad == 0);
+  CHECK(drb_shot_frames(shot, few, 7, &count, &nf, &nh, &nw) == DRB_ERR_INVALID_ARGUMENT);
+
+  /* Resumed to the end: the files are written, the frames read back. */
+  memset(&progress, 0, sizeof progress);
+  CHECK(drb_shot_render(shot, on_shot_progress, &progress) == DRB_OK);
+  CHECK(progress.calls >= 9 && progress.bad == 0 && progress.saw_sample_steps);
+  CHECK(drb_shot_output_dir(shot, NULL, 0, &needed) == DRB_ERR_INVALID_ARGUMENT && needed == strlen(dir) + 1);
+  CHECK(drb_shot_output_dir(shot, path, sizeof path, &needed) == DRB_OK && strcmp(path, dir) == 0);
+  CHECK(drb_shot_sidecar(shot, path, sizeof path, &needed) == DRB_OK && file_exists(path));
+  CHECK(strstr(path, ".json") != NULL);
+  snprintf(path, sizeof path, "%s/shot.mp4", dir);
+  CHECK(file_exists(path));
+  snprintf(path, sizeof path, "%s/shot.1001.exr", dir);
+  CHECK(file_exists(path));
+
+  count = 0;
+  CHECK(drb_shot_frames(shot, few, 7, &count, &nf, &nh, &nw) == DRB_ERR_INVALID_ARGUMENT);
+  CHECK(count == 5 * 48 * 64 * 3 && nf == 5 && nh == 48 && nw == 64);
+  CHECK(strstr(drb_last_error(), "46080") != NULL);
+  frames = (float*)malloc(count * sizeof *frames);
+  CHECK(frames != NULL);
+  if (frames != NULL) {
+    int in_range = 1;
+    double lo = 1.0, hi = 0.0;
+    CHECK(drb_shot_frames(shot, frames, count, &count, NULL, NULL, NULL) == DRB_OK);
+    for (i = 0; i < count; ++i) {
+      in_range &= frames[i] >= 0.0f && frames[i] <= 1.0f;
+      if (frames[i] < lo) lo = frames[i];
+      if (frames[i] > hi) hi = frames[i];
+    }
+    CHECK(in_range);
+    CHECK(hi - lo > 0.01); /* not a constant image */
+    free(frames);
+  }
+  drb_shot_free(shot);
+
+  /* The render cannot create its folder: an error naming it, no crash. */
+  drb_shot_params_init(&p);
+  p.source = scene_path;
+  p.output_dir = "/proc/derrumbe-cannot-write-here";
+  p.frames = 5;
+  p.width = 64;
+  p.height = 48;
+  p.steps = 2;
+  shot = NULL;
+  CHECK(drb_shot_create(&p, NULL, &shot) == DRB_OK);
+  CHECK(drb_shot_render(shot, NULL, NULL) != DRB_OK);
+  CHECK(strstr(drb_last_error(), "/proc/derrumbe-cannot-write-here") != NULL);
+  drb_shot_free(shot);
+
+  snprintf(text, sizeof text, "rm -rf '%s'", dir);
+  CHECK(system(text) == 0);
 }
 
 static int stop_after_two(void* user, int64_t step, int64_t num_steps, double sigma, double sigma_next) {
@@ -305,8 +546,10 @@ int main(void) {
     CHECK(drb_sample(gaussian_denoise, &g, DRB_FLOAT64, shape, 2, x, sigmas, n, &old) == DRB_OK);
   }
 
+  CHECK(DRB_API_VERSION == 2);
   test_physics();
   test_guide();
+  test_shot();
 
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
