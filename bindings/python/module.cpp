@@ -17,6 +17,7 @@ namespace py = pybind11;
 
 void bind_io(py::module_& m);        // io_bindings.cpp
 void bind_pipeline(py::module_& m);  // pipeline_bindings.cpp
+void bind_models(py::module_& m);    // models_bindings.cpp: single-file Wan checkpoints, bundles
 
 namespace {
 
@@ -849,6 +850,7 @@ PYBIND11_MODULE(_derrumbe, m) {
   bind_wan(m);
   bind_wan_text(m);
   bind_wan_vae(m);
+  bind_models(m);  // after the Wan classes it returns
 
   namespace sch = drb::schedules;
   auto s = m.def_submodule("schedules", "Noise schedules: float64 VE sigmas ending in 0");

@@ -79,6 +79,8 @@ std::string Bundle::component_hash(const std::string& component) const {
 
 Bundle Bundle::load(const std::string& path, at::ScalarType dtype, c10::Device device) {
   const fs::path root(path);
+  // A JSON file listing single files (load_bundle_json).
+  if (fs::is_regular_file(root) && root.extension() == ".json") return load_bundle_json(path, dtype, device);
   check(fs::is_directory(root), ErrorCode::file_not_found, "wan model: no such directory '" + path + "'");
   check(fs::is_regular_file(root / "model_index.json"), ErrorCode::file_not_found,
         "wan model: '" + path + "' has no model_index.json (expected a diffusers Wan directory with transformer/, "

@@ -18,6 +18,9 @@
 #include <sstream>
 #include <utility>
 
+#include "derrumbe/models/wan/single_file.hpp"
+#include "weights.hpp"
+
 namespace drb::models::wan {
 
 namespace {
@@ -311,25 +314,40 @@ UMT5Encoder::UMT5Encoder(UMT5Config config, const Checkpoint& weights, at::Scala
   // former, so shared.weight wins when both are there. Keys of a full encoder-decoder
   // checkpoint (decoder.*, lm_head.*) are skipped, as transformers skips them (with a warning)
   // when it loads UMT5EncoderModel from one.
+  // Single files name the tensors differently (ComfyUI: maybe without "encoder.", under a
+  // prefix; the Wan repository: its own T5 names): detail::Umt5Layout maps them to ours, and
+  // ComfyUI's fp8 scales are read with their weights.
   std::map<std::string, std::string> source;  // our name -> checkpoint name
   std::vector<std::string> unexpected;
   const auto expected = expected_parameters(config_);
   std::set<std::string> wanted;
   for (const auto& e : expected) wanted.insert(e.first);
-  for (const std::string& name : weights.names()) {
+  const std::vector<std::string> stored_names = weights.names();
+  const detail::Umt5Layout layout = detail::Umt5Layout::detect(stored_names);
+  std::map<std::string, std::string> ours;  // checkpoint name -> our name
+  for (const std::string& stored : stored_names) {
+    const std::string name = layout.transformers_name(stored);
+    if (!name.empty()) ours[stored] = name;
+  }
+  const auto stored_as = [&](const std::string& name) { return layout.stored_name(name); };
+  for (const auto& [stored, name] : ours) {
     if (name.rfind("decoder.", 0) == 0 || name.rfind("lm_head.", 0) == 0) continue;
     if (name == "encoder.embed_tokens.weight") {
-      if (!weights.contains("shared.weight")) source["shared.weight"] = name;
+      if (!weights.contains(stored_as("shared.weight"))) source["shared.weight"] = stored;
       else {
-        const SafetensorsEntry& e = weights.entry(name);
+        const SafetensorsEntry& e = weights.entry(stored);
         check_arg(e.shape == std::vector<int64_t>{config_.vocab_size, config_.d_model},
-                  "umt5 checkpoint: '" + name + "' has shape " + shape_str(e.shape) + ", expected " +
+                  "umt5 checkpoint: '" + stored + "' has shape " + shape_str(e.shape) + ", expected " +
                       shape_str({config_.vocab_size, config_.d_model}) + " for this config");
       }
       continue;
     }
-    if (wanted.count(name)) source[name] = name;
-    else unexpected.push_back(name);
+    if (wanted.count(name)) {
+      const auto [it, inserted] = source.emplace(name, stored);
+      check_arg(inserted, "umt5 checkpoint: '" + stored + "' and '" + it->second + "' both map to '" + name + "'");
+    } else {
+      unexpected.push_back(stored);
+    }
   }
 
   size_t missing = 0;
@@ -337,14 +355,18 @@ UMT5Encoder::UMT5Encoder(UMT5Config config, const Checkpoint& weights, at::Scala
   for (const auto& [name, shape] : expected) {
     const auto it = source.find(name);
     if (it == source.end()) {
-      if (missing++ == 0) first_missing = "'" + name + "' (expected shape " + shape_str(shape) + ")";
+      if (missing++ == 0)
+        first_missing = "'" + stored_as(name) + "'" +
+                        (layout.is_plain() ? std::string() : " ('" + name + "' in transformers' names)") +
+                        " (expected shape " + shape_str(shape) + ")";
       continue;
     }
     const SafetensorsEntry& e = weights.entry(it->second);
     check_arg(e.shape == shape, "umt5 checkpoint: '" + it->second + "' has shape " + shape_str(e.shape) +
                                     ", expected " + shape_str(shape) + " for this config");
-    check_arg(is_float_dtype(e.dtype), "umt5 checkpoint: '" + it->second + "' is stored as " + e.dtype +
-                                           ", expected a floating point type (F32, F16, BF16, F64)");
+    check_arg(detail::is_weight_dtype(e.dtype), "umt5 checkpoint: '" + it->second + "' is stored as " + e.dtype +
+                                                    ", expected a floating point type (" + detail::weight_dtypes() +
+                                                    ")");
   }
   if (missing > 0)
     throw Error(ErrorCode::not_found, "umt5 checkpoint: missing " + first_missing +
@@ -363,12 +385,14 @@ UMT5Encoder::UMT5Encoder(UMT5Config config, const Checkpoint& weights, at::Scala
   for (const auto& [name, shape] : expected) {
     const bool is_wo = name.size() > 9 && name.compare(name.size() - 9, 9, "wo.weight") == 0;
     const at::ScalarType t = (is_wo && dtype == at::kHalf) ? at::kFloat : dtype;
-    params_.emplace(name, weights.tensor(source.at(name), t).to(device));
+    params_.emplace(name, detail::read_weight(weights, source.at(name), t).to(device));
   }
 }
 
 UMT5Encoder UMT5Encoder::load(const std::string& directory, at::ScalarType dtype, c10::Device device) {
   namespace fs = std::filesystem;
+  // A single file (ComfyUI's umt5_xxl_fp16.safetensors, ...): the config comes from the shapes.
+  if (fs::is_regular_file(directory)) return load_umt5_file(directory, dtype, device);
   check(fs::is_directory(directory), ErrorCode::file_not_found, "umt5 encoder: no directory '" + directory + "'");
   const fs::path config_path = fs::path(directory) / "config.json";
   check(fs::is_regular_file(config_path), ErrorCode::file_not_found,
@@ -452,6 +476,14 @@ namespace {
 
 // libsentencepiece through libderrumbe_sentencepiece.so (sentencepiece_shim.cpp), opened once
 // with RTLD_DEEPBIND from the directory this library was loaded from (see the shim for why).
+// AddressSanitizer aborts on RTLD_DEEPBIND: in a sanitized process the shim gets a link namespace
+// of its own (dlmopen), which keeps its protobuf apart from LibTorch's in the same way (the shim's
+// interface is plain C, so nothing crosses the namespaces but pointers, sizes and ints).
+void* open_isolated(const std::string& path) {
+  if (dlsym(RTLD_DEFAULT, "__asan_init") != nullptr) return dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  return dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+}
+
 struct SentencePieceApi {
   void* (*load)(const char*, size_t, char*, size_t);
   void (*free)(void*);
@@ -468,7 +500,7 @@ const SentencePieceApi& sentencepiece_api() {
           ErrorCode::internal, "tokenizer: cannot locate libderrumbe");
     const std::string path =
         (std::filesystem::path(self.dli_fname).parent_path() / "libderrumbe_sentencepiece.so").string();
-    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void* handle = open_isolated(path);
     if (handle == nullptr) throw Error(ErrorCode::io, "tokenizer: cannot load '" + path + "': " + dlerror());
     const auto symbol = [&](const char* name) {
       void* f = dlsym(handle, name);

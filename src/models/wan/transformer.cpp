@@ -17,6 +17,9 @@
 #include <utility>
 #include <vector>
 
+#include "derrumbe/models/wan/single_file.hpp"
+#include "weights.hpp"
+
 namespace drb::models::wan {
 
 namespace {
@@ -402,10 +405,16 @@ Transformer::Transformer(TransformerConfig config, const Checkpoint& weights, at
 
   // Checkpoint name -> diffusers name (the original/ComfyUI layout is renamed on the fly).
   std::map<std::string, std::string> source;  // diffusers name -> checkpoint name
+  bool original = false;                      // some key was renamed: name missing ones the same way
+  std::string prefix;
   for (const std::string& name : weights.names()) {
     // diffusers' _keys_to_ignore_on_load_unexpected: some exports carry an unused norm_added_q.
     if (name.find("norm_added_q") != std::string::npos) continue;
+    // ComfyUI's fp8 scales and markers are read with their weights (detail::read_weight).
+    if (detail::is_quantization_key(name)) continue;
     const std::string d = diffusers_key(name);
+    original = original || d != name;
+    if (name.rfind("model.diffusion_model.", 0) == 0) prefix = "model.diffusion_model.";
     const auto [it, inserted] = source.emplace(d, name);
     check_arg(inserted, "wan transformer checkpoint: '" + name + "' and '" + it->second + "' both map to '" + d + "'");
   }
@@ -416,14 +425,19 @@ Transformer::Transformer(TransformerConfig config, const Checkpoint& weights, at
   for (const auto& [name, shape] : expected) {
     const auto it = source.find(name);
     if (it == source.end()) {
-      if (missing++ == 0) first_missing = "'" + name + "' (expected shape " + shape_str(shape) + ")";
+      if (missing++ == 0)
+        first_missing = "'" + name + "'" +
+                        (original ? " ('" + prefix + detail::original_transformer_key(name) + "' in the original layout)"
+                                  : std::string()) +
+                        " (expected shape " + shape_str(shape) + ")";
       continue;
     }
     const SafetensorsEntry& e = weights.entry(it->second);
     check_arg(e.shape == shape, "wan transformer checkpoint: '" + it->second + "' has shape " + shape_str(e.shape) +
                                     ", expected " + shape_str(shape) + " for this config");
-    check_arg(is_float_dtype(e.dtype), "wan transformer checkpoint: '" + it->second + "' is stored as " + e.dtype +
-                                           ", expected a floating point type (F32, F16, BF16, F64)");
+    check_arg(detail::is_weight_dtype(e.dtype), "wan transformer checkpoint: '" + it->second + "' is stored as " +
+                                                    e.dtype + ", expected a floating point type (" +
+                                                    detail::weight_dtypes() + ")");
   }
   if (missing > 0)
     throw Error(ErrorCode::not_found, "wan transformer checkpoint: missing " + first_missing +
@@ -447,12 +461,14 @@ Transformer::Transformer(TransformerConfig config, const Checkpoint& weights, at
   // On the CPU in the stored dtype the tensors stay views on the copy-on-write mapping (no copy).
   for (const auto& [name, shape] : expected) {
     const at::ScalarType t = keep_in_fp32(name) ? at::kFloat : dtype;
-    params_.emplace(name, weights.tensor(source.at(name), t).to(device));
+    params_.emplace(name, detail::read_weight(weights, source.at(name), t).to(device));
   }
 }
 
 Transformer Transformer::load(const std::string& directory, at::ScalarType dtype, c10::Device device) {
   namespace fs = std::filesystem;
+  // A single file (ComfyUI, the Wan repository): the config comes from the shapes.
+  if (fs::is_regular_file(directory)) return load_transformer_file(directory, dtype, device);
   const fs::path config_path = fs::path(directory) / "config.json";
   check(fs::is_regular_file(config_path), ErrorCode::file_not_found,
         "wan transformer: no config.json in '" + directory + "'");
@@ -461,13 +477,26 @@ Transformer Transformer::load(const std::string& directory, at::ScalarType dtype
   std::stringstream text;
   text << in.rdbuf();
   TransformerConfig config;
+  // The Wan repository's own config.json (WanModel: dim, num_heads, in_dim, ...) describes
+  // weights in the original layout: the shapes give the config, its num_heads the head width.
+  std::string original_heads;
   try {
-    config = TransformerConfig::from_json(text.str());
-  } catch (const Error& e) {
-    throw Error(e.code(), config_path.string() + ": " + e.what());
+    const nlohmann::json j = nlohmann::json::parse(text.str());
+    if (j.is_object() && j.contains("num_heads") && j.contains("dim") && !j.contains("num_attention_heads"))
+      original_heads = nlohmann::json{{"num_attention_heads", j["num_heads"]}}.dump();
+  } catch (const nlohmann::json::exception&) {
+    // from_json reports it below
+  }
+  if (original_heads.empty()) {
+    try {
+      config = TransformerConfig::from_json(text.str());
+    } catch (const Error& e) {
+      throw Error(e.code(), config_path.string() + ": " + e.what());
+    }
   }
   const Checkpoint weights = Checkpoint::open(directory);
   try {
+    if (!original_heads.empty()) config = infer_transformer_config(weights, original_heads);
     return Transformer(std::move(config), weights, dtype, device);
   } catch (const Error& e) {
     throw Error(e.code(), std::string(e.what()) + " (in '" + directory + "')");

@@ -25,6 +25,9 @@
 #include <utility>
 #include <vector>
 
+#include "derrumbe/models/wan/single_file.hpp"
+#include "weights.hpp"
+
 namespace drb::models::wan {
 
 namespace {
@@ -724,20 +727,40 @@ Vae::Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype, c10:
                 c10::toString(dtype));
 
   const auto expected = expected_parameters(config_);
+  // Checkpoint name -> diffusers name: the original Wan2.1 layout (wan_2.1_vae.safetensors) is
+  // renamed on the fly; ComfyUI's fp8 scales are read with their weights.
+  std::map<std::string, std::string> source;  // diffusers name -> checkpoint name
+  bool original = false;
+  std::string prefix;
+  for (const std::string& name : weights.names()) {
+    if (detail::is_quantization_key(name)) continue;
+    const std::string d = vae_diffusers_key(name, config_.num_res_blocks);
+    original = original || d != name;
+    if (name.rfind("first_stage_model.", 0) == 0) prefix = "first_stage_model.";
+    const auto [it, inserted] = source.emplace(d, name);
+    check_arg(inserted, "wan vae checkpoint: '" + name + "' and '" + it->second + "' both map to '" + d + "'");
+  }
   // Missing keys first (a different layout, e.g. is_residual not matching the weights), then
   // misshaped ones (a different width).
   size_t missing = 0;
   std::string first_missing, first_misshaped;
   for (const auto& [name, shape] : expected) {
-    if (!weights.contains(name)) {
-      if (missing++ == 0) first_missing = "'" + name + "' (expected shape " + shape_str(shape) + ")";
+    const auto it = source.find(name);
+    if (it == source.end()) {
+      if (missing++ == 0)
+        first_missing = "'" + name + "'" +
+                        (original ? " ('" + prefix + detail::original_vae_key(name, config_.num_res_blocks) +
+                                        "' in the original layout)"
+                                  : std::string()) +
+                        " (expected shape " + shape_str(shape) + ")";
       continue;
     }
-    const SafetensorsEntry& e = weights.entry(name);
-    check_arg(is_float_dtype(e.dtype), "wan vae checkpoint: '" + name + "' is stored as " + e.dtype +
-                                           ", expected a floating point type (F32, F16, BF16, F64)");
+    const SafetensorsEntry& e = weights.entry(it->second);
+    check_arg(detail::is_weight_dtype(e.dtype), "wan vae checkpoint: '" + it->second + "' is stored as " + e.dtype +
+                                                    ", expected a floating point type (" + detail::weight_dtypes() +
+                                                    ")");
     if (e.shape != shape && first_misshaped.empty())
-      first_misshaped = "wan vae checkpoint: '" + name + "' has shape " + shape_str(e.shape) + ", expected " +
+      first_misshaped = "wan vae checkpoint: '" + it->second + "' has shape " + shape_str(e.shape) + ", expected " +
                         shape_str(shape) + " for this config";
   }
   check_arg(missing > 0 || first_misshaped.empty(), first_misshaped);
@@ -746,26 +769,28 @@ Vae::Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype, c10:
                                           (missing > 1 ? " and " + std::to_string(missing - 1) + " more" : "") +
                                           "; does the config (base_dim, decoder_base_dim, dim_mult, num_res_blocks, is_residual) match the "
                                           "weights?");
-  const std::vector<std::string> names = weights.names();
-  if (names.size() != expected.size()) {
+  if (source.size() != expected.size()) {
     std::set<std::string> wanted;
     for (const auto& e : expected) wanted.insert(e.first);
     std::string extra;
     size_t count = 0;
-    for (const std::string& name : names) {
-      if (wanted.count(name)) continue;
+    for (const auto& [d, name] : source) {
+      if (wanted.count(d)) continue;
       if (count++ < 5) extra += (extra.empty() ? "'" : ", '") + name + "'";
     }
     throw Error(ErrorCode::invalid_argument, "wan vae checkpoint: " + std::to_string(count) +
                                                  " unexpected key(s) for this config: " + extra +
                                                  (count > 5 ? ", ..." : "") +
-                                                 " (original-layout keys are not supported; does is_residual match the weights?)");
+                                                 " (does is_residual / num_res_blocks match the weights?)");
   }
-  for (const auto& [name, shape] : expected) params_.emplace(name, weights.tensor(name, dtype).to(device));
+  for (const auto& [name, shape] : expected)
+    params_.emplace(name, detail::read_weight(weights, source.at(name), dtype).to(device));
 }
 
 Vae Vae::load(const std::string& directory, at::ScalarType dtype, c10::Device device) {
   namespace fs = std::filesystem;
+  // A single file (wan_2.1_vae.safetensors): the config comes from the shapes.
+  if (fs::is_regular_file(directory)) return load_vae_file(directory, dtype, device);
   const fs::path config_path = fs::path(directory) / "config.json";
   check(fs::is_regular_file(config_path), ErrorCode::file_not_found, "wan vae: no config.json in '" + directory + "'");
   std::ifstream in(config_path);

@@ -15,7 +15,7 @@
 
 namespace drb::models::wan {
 
-struct Bundle {
+struct DRB_EXPORT Bundle {
   std::string path;
   std::shared_ptr<const Transformer> transformer;
   std::shared_ptr<const Vae> vae;
@@ -39,8 +39,35 @@ struct Bundle {
   // them (ErrorCode::file_not_found for a missing path); a VAE whose z_dim differs from the
   // transformer's in_channels, or a text encoder whose width differs from the transformer's
   // text_dim, is ErrorCode::invalid_argument.
+  // Also loads a JSON file listing single files ("bundle.json"; see load_bundle_json in
+  // single_file.hpp) when `path` is a regular file ending in .json.
   static Bundle load(const std::string& path, at::ScalarType dtype = at::kFloat, c10::Device device = c10::kCPU);
+
+  // A bundle of single files as users keep them (ComfyUI / the Wan repository): a transformer
+  // and a VAE safetensors file, the umT5 encoder's safetensors file, the tokenizer's
+  // SentencePiece model (or a directory holding one); the layouts, dtypes (fp8 and ComfyUI's
+  // scaled fp8 included) and configs are worked out from the files (single_file.hpp); each of
+  // the three may also be a component directory. `files` lists "transformer/<basename>",
+  // "vae/<basename>", "text_encoder/<basename>", "tokenizer/<basename>" (a directory: every file
+  // in it) with their SHA-256; `path` is the transformer's; the scheduler is Wan's UniPC.
+  static Bundle load_files(const std::string& transformer, const std::string& vae, const std::string& text_encoder,
+                           const std::string& tokenizer, double flow_shift = 3.0, at::ScalarType dtype = at::kFloat,
+                           c10::Device device = c10::kCPU);
 };
+
+// A bundle described by a JSON file ("bundle.json"), every path relative to that file:
+//   {"transformer": "wan2.1_t2v_1.3B_fp16.safetensors", "vae": "wan_2.1_vae.safetensors",
+//    "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "tokenizer": "spiece.model",
+//    "flow_shift": 3.0, "scheduler": "UniPCMultistepScheduler",
+//    "transformer_config": {...} | "config.json", "vae_config": ..., "text_encoder_config": ...}
+// transformer, vae, text_encoder and tokenizer are required; each may also be a component
+// directory (config.json + safetensors; for the tokenizer a directory holding spiece.model).
+// The *_config entries (a JSON object, or the path of a JSON file) override fields of the
+// config inferred from a single file's shapes (single_file.hpp). Unknown keys are errors; every
+// error names the file and the key. `path` is the JSON file; `files` as in load_files.
+// Bundle::load(path) calls this for a regular file ending in .json.
+DRB_EXPORT Bundle load_bundle_json(const std::string& json_file, at::ScalarType dtype = at::kFloat,
+                                   c10::Device device = c10::kCPU);
 
 // Where the default model is: $DERRUMBE_DEFAULT_MODEL, else default-model/ beside the library
 // (the Python wheel), ../share/derrumbe/default-model from it (an installed prefix), else the

@@ -35,7 +35,9 @@ class DRB_EXPORT UMT5Encoder {
  public:
   UMT5Encoder(UMT5Config config, const Checkpoint& weights, at::ScalarType dtype = at::kFloat,
               c10::Device device = c10::kCPU);
-  // A directory saved by transformers' save_pretrained (config.json + safetensors).
+  // A directory saved by transformers' save_pretrained (config.json + safetensors), or a single
+  // safetensors file as ComfyUI keeps it (umt5_xxl_fp16.safetensors, ..._fp8_e4m3fn_scaled) or in
+  // the Wan repository's T5 names, its config inferred from the shapes (load_umt5_file).
   static UMT5Encoder load(const std::string& directory, at::ScalarType dtype = at::kFloat,
                           c10::Device device = c10::kCPU);
   // input_ids [B, L] int64 in [0, vocab_size), attention_mask [B, L] (0/1; undefined: all

@@ -38,12 +38,15 @@ struct TransformerConfig {
 
 class DRB_EXPORT Transformer {
  public:
-  // Loads every parameter from `weights` (diffusers keys, or the original/ComfyUI layout),
-  // converted to `dtype` on `device`. A missing or mis-shaped key is an error naming it (and
+  // Loads every parameter from `weights` (diffusers keys, or the original/ComfyUI layout; stored
+  // as F32/F16/BF16/F64 or fp8, ComfyUI's scaled fp8 dequantized), converted to `dtype` on `device`. A missing or mis-shaped key is an error naming it (and
   // the expected shape); unused keys in the checkpoint are errors too (a wrong config).
   Transformer(TransformerConfig config, const Checkpoint& weights, at::ScalarType dtype = at::kFloat,
               c10::Device device = c10::kCPU);
-  // A directory saved by diffusers' save_pretrained (config.json + safetensors, sharded or not).
+  // A directory saved by diffusers' save_pretrained (config.json + safetensors, sharded or not),
+  // a Wan-repository directory (its WanModel config.json + original-layout weights), or a single
+  // safetensors file as ComfyUI keeps it, any dtype including (scaled) fp8, its config inferred
+  // from the shapes (load_transformer_file in single_file.hpp).
   static Transformer load(const std::string& directory, at::ScalarType dtype = at::kFloat,
                           c10::Device device = c10::kCPU);
 

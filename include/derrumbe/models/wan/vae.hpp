@@ -57,7 +57,11 @@ struct TileOptions {
 
 class DRB_EXPORT Vae {
  public:
+  // `weights` in diffusers keys or the original Wan2.1 VAE keys (vae_diffusers_key in
+  // single_file.hpp), stored as F32/F16/BF16/F64 or fp8 (ComfyUI's scaled fp8 dequantized).
   Vae(VaeConfig config, const Checkpoint& weights, at::ScalarType dtype = at::kFloat, c10::Device device = c10::kCPU);
+  // A diffusers directory (config.json + safetensors), or a single safetensors file
+  // (wan_2.1_vae.safetensors) whose config is inferred from its shapes (load_vae_file).
   static Vae load(const std::string& directory, at::ScalarType dtype = at::kFloat, c10::Device device = c10::kCPU);
 
   // frames [B, C, F, H, W] in [-1, 1] (C = in_channels / patch_size^2), F = 1 + 4k, H and W
