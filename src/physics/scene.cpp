@@ -1,8 +1,9 @@
 // The scene file: JSON <-> Scene, and the validation both directions rely on.
 //
-// Each struct lists its JSON keys once, in a `fields(struct, visitor)` function; reading
-// (JSON -> struct, with unknown-key detection), writing (struct -> JSON) and the trigger
-// key check all walk that one list. Every error names its JSON path.
+// Each struct lists its JSON keys once, in a `fields(struct, visitor)` function
+// (core/json_fields.hpp); reading (JSON -> struct, with unknown-key detection), writing
+// (struct -> JSON) and the trigger key check all walk that one list. Every error names its
+// JSON path.
 #include "derrumbe/physics/scene.hpp"
 
 #include <nlohmann/json.hpp>
@@ -16,6 +17,8 @@
 #include <functional>
 #include <set>
 #include <sstream>
+
+#include "../core/json_fields.hpp"
 
 namespace drb::physics {
 
@@ -38,46 +41,21 @@ int64_t Scene::num_frames() const {
 
 namespace {
 
-using json = nlohmann::ordered_json;  // keeps keys in document (and writing) order
-
 constexpr TriggerType kTriggerTypes[] = {TriggerType::charge, TriggerType::impact, TriggerType::shake,
                                          TriggerType::remove_supports};
 constexpr const char* kLooks[] = {"concrete", "brick", "glass", "steel"};
 constexpr int kMaxLimit = 1'000'000;
 constexpr int kMaxDustParticles = 10'000'000;
 
-// ---------------------------------------------------------------------------------------
-// Small text helpers.
+}  // namespace
+}  // namespace drb::physics
 
-std::string num(double v) {
-  if (std::isnan(v)) return "nan";
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  if (v == std::trunc(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));  // 240, not 240.0
-  return json(v).dump();  // shortest round-trip form
-}
-std::string in_quotes(const std::string& s) { return json(s).dump(); }
-std::string member(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
-std::string element(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
+// The key list of each struct (`v(key, member)` once per JSON key, in order), and the reading
+// and writing of the values that are not plain records (see core/json_fields.hpp).
+namespace drb::json_fields {
+namespace {
 
-template <class Range>
-std::string join(const Range& items) {
-  std::string out;
-  for (const auto& item : items) out += (out.empty() ? "" : ", ") + std::string(item);
-  return out;
-}
-
-[[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw Error(ErrorCode::invalid_argument, path + ": " + what);
-}
-void require(bool ok, const std::string& path, const std::string& what) {
-  if (!ok) fail(path, what);
-}
-
-// ---------------------------------------------------------------------------------------
-// The key list of each struct. `v(key, member)` is called once per JSON key, in order.
-
-template <class S, class T>
-concept Is = std::same_as<std::remove_const_t<S>, T>;
+using namespace drb::physics;
 
 template <Is<Ground> S, class V>
 void fields(S& g, V&& v) {
@@ -203,87 +181,6 @@ void fields(S& s, V&& v) {
   v("limits", s.limits);
 }
 
-template <class T>
-concept Record = requires(T& t) { fields(t, [](const char*, auto&) {}); };
-
-// ---------------------------------------------------------------------------------------
-// Reading: JSON -> struct.
-
-// A JSON value and its path in the document.
-struct Node {
-  const json& value;
-  std::string path;
-
-  // "must be a number, got string"; a number is shown with its value ("got number 2.5").
-  void expect(bool ok, const std::string& kind) const {
-    if (!ok) fail(path, "must be " + kind + ", got " + value.type_name() + (value.is_number() ? " " + value.dump() : ""));
-  }
-};
-
-// An object being read: records which keys were asked for, so that finish() can report the
-// rest as unknown.
-class ObjectReader {
- public:
-  explicit ObjectReader(const Node& node) : node_(node) { node.expect(node.value.is_object(), "an object"); }
-
-  template <class T>
-  void field(const std::string& key, T& out);
-
-  // `explain(key)` may return a message for a key that is not known here ("" = unknown key).
-  void finish(const std::function<std::string(const std::string&)>& explain = {}) const {
-    for (const auto& item : node_.value.items()) {
-      if (known_.count(item.key())) continue;
-      const std::string why = explain ? explain(item.key()) : "";
-      fail(member(node_.path, item.key()), why.empty() ? "unknown key" : why);
-    }
-  }
-
- private:
-  const Node& node_;
-  std::set<std::string> known_;
-};
-
-void read(const Node& n, double& out) {
-  n.expect(n.value.is_number(), "a number");
-  out = n.value.get<double>();
-}
-
-void read(const Node& n, bool& out) {
-  n.expect(n.value.is_boolean(), "a boolean");
-  out = n.value.get<bool>();
-}
-
-void read(const Node& n, std::string& out) {
-  n.expect(n.value.is_string(), "a string");
-  out = n.value.get<std::string>();
-}
-
-void read(const Node& n, int& out) {
-  n.expect(n.value.is_number(), "an integer");
-  const json& v = n.value;
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    n.expect(d == std::trunc(d), "an integer");
-    require(d >= INT_MIN && d <= INT_MAX, n.path, "integer out of range, got " + v.dump());
-    out = static_cast<int>(d);
-  } else if (v.is_number_unsigned()) {
-    require(v.get<uint64_t>() <= static_cast<uint64_t>(INT_MAX), n.path, "integer out of range, got " + v.dump());
-    out = static_cast<int>(v.get<uint64_t>());
-  } else {
-    const int64_t i = v.get<int64_t>();
-    require(i >= INT_MIN && i <= INT_MAX, n.path, "integer out of range, got " + v.dump());
-    out = static_cast<int>(i);
-  }
-}
-
-void read(const Node& n, uint64_t& out) {
-  const json& v = n.value;
-  n.expect(v.is_number_unsigned() || (v.is_number_float() && v.get<double>() >= 0 &&
-                                      v.get<double>() == std::trunc(v.get<double>()) && v.get<double>() < 0x1p64),
-           "a non-negative integer");
-  out = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<double>());
-}
-
 void read(const Node& n, TriggerType& out) {
   std::string name;
   read(n, name);
@@ -297,35 +194,13 @@ void read(const Node& n, TriggerType& out) {
   fail(n.path, "unknown trigger type " + in_quotes(name) + " (known: " + join(known) + ")");
 }
 
-// A JSON array of exactly N elements of one kind (vectors, bays).
-template <class T>
-void read_fixed(const Node& n, T* out, size_t size, const std::string& kind) {
-  n.expect(n.value.is_array() && n.value.size() == size, "an array of " + std::to_string(size) + " " + kind);
-  for (size_t i = 0; i < size; ++i) read(Node{n.value[i], element(n.path, i)}, out[i]);
-}
 void read(const Node& n, Vec2& out) { read_fixed(n, out.data(), 2, "numbers"); }
 void read(const Node& n, Vec3& out) { read_fixed(n, out.data(), 3, "numbers"); }
 void read(const Node& n, std::array<int, 2>& out) { read_fixed(n, out.data(), 2, "integers"); }
 
-template <class T>
-void read(const Node& n, std::vector<T>& out) {
-  n.expect(n.value.is_array(), "an array");
-  out.assign(n.value.size(), T{});
-  for (size_t i = 0; i < out.size(); ++i) read(Node{n.value[i], element(n.path, i)}, out[i]);
-}
-
-template <Record T>
-void read(const Node& n, T& out) {
-  ObjectReader object(n);
-  fields(out, [&](const char* key, auto& value) { object.field(key, value); });
-  object.finish();
-}
-
 // The keys of the other trigger types are not unknown, just misplaced: say so.
 void read(const Node& n, Trigger& out) {
-  ObjectReader object(n);
-  fields(out, [&](const char* key, auto& value) { object.field(key, value); });
-  object.finish([&](const std::string& key) {
+  read_fields(n, out).finish([&](const std::string& key) {
     std::vector<std::string> owners;
     for (TriggerType t : kTriggerTypes) {
       Trigger probe;
@@ -342,41 +217,24 @@ void read(const Node& n, Trigger& out) {
   });
 }
 
-template <class T>
-void ObjectReader::field(const std::string& key, T& out) {
-  known_.insert(key);
-  const auto it = node_.value.find(key);
-  if (it != node_.value.end()) read(Node{*it, member(node_.path, key)}, out);
-}
+json write(Writer, TriggerType t) { return trigger_type_name(t); }
+json write(Writer, const Vec2& v) { return json::array({v.x(), v.y()}); }
+json write(Writer, const Vec3& v) { return json::array({v.x(), v.y(), v.z()}); }
+json write(Writer, const std::array<int, 2>& v) { return json::array({v[0], v[1]}); }
 
-// ---------------------------------------------------------------------------------------
-// Writing: struct -> JSON.
+}  // namespace
+}  // namespace drb::json_fields
 
-json write(double v) { return v; }
-json write(bool v) { return v; }
-json write(int v) { return v; }
-json write(uint64_t v) { return v; }
-json write(const std::string& v) { return v; }
-json write(TriggerType t) { return trigger_type_name(t); }
-json write(const Vec2& v) { return json::array({v.x(), v.y()}); }
-json write(const Vec3& v) { return json::array({v.x(), v.y(), v.z()}); }
-json write(const std::array<int, 2>& v) { return json::array({v[0], v[1]}); }
+namespace drb::physics {
+namespace {
 
-template <Record T>
-json write(const T& record);
+using namespace json_fields;
 
-template <class T>
-json write(const std::vector<T>& items) {
-  json out = json::array();
-  for (const T& item : items) out.push_back(write(item));
-  return out;
-}
-
-template <Record T>
-json write(const T& record) {
-  json out = json::object();
-  fields(record, [&](const char* key, const auto& value) { out[key] = write(value); });
-  return out;
+std::string num(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (v == std::trunc(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));  // 240, not 240.0
+  return json(v).dump();  // shortest round-trip form
 }
 
 // ---------------------------------------------------------------------------------------
@@ -657,9 +515,9 @@ Scene load_scene(const std::string& path) {
   }
 }
 
-std::string to_json(const Scene& scene) { return write(scene).dump(2) + "\n"; }
+std::string to_json(const Scene& scene) { return write(Writer{}, scene).dump(2) + "\n"; }
 
-std::string camera_to_json(const Camera& camera) { return write(camera).dump(); }
+std::string camera_to_json(const Camera& camera) { return write(Writer{}, camera).dump(); }
 
 Camera parse_camera(const std::string& json_text, const std::string& path) {
   json doc;

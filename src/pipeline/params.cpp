@@ -1,30 +1,30 @@
 // ShotParams <-> JSON, and the checks that need no model. One field list per struct serves
-// both directions, so a field cannot be written and forgotten when read.
+// both directions (core/json_fields.hpp), so a field cannot be written and forgotten when read.
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <set>
 
+#include "../core/json_fields.hpp"
 #include "derrumbe/guide/energy.hpp"
 #include "derrumbe/io/exr.hpp"
 #include "derrumbe/pipeline/shot.hpp"
 #include "derrumbe/sample/sampler.hpp"
 
-namespace drb::pipeline {
+namespace drb::json_fields {
 namespace {
 
-using json = nlohmann::json;
-constexpr int kParamsVersion = 1;
+using namespace drb::pipeline;
 
-template <class V>
-void fields(CameraChoice& c, V&& v) {
+template <Is<CameraChoice> S, class V>
+void fields(S& c, V&& v) {
   v("name", c.name);
   v("index", c.index);
   v("keys", c.keys);
 }
 
-template <class V>
-void fields(GuidanceParams& g, V&& v) {
+template <Is<GuidanceParams> S, class V>
+void fields(S& g, V&& v) {
   v("noise_warp", g.noise_warp);
   v("noise_degradation", g.noise_degradation);
   v("sdedit_strength", g.sdedit_strength);
@@ -42,8 +42,8 @@ void fields(GuidanceParams& g, V&& v) {
   v("flow_energy_sigma_end", g.flow_energy_sigma_end);
 }
 
-template <class V>
-void fields(OutputParams& o, V&& v) {
+template <Is<OutputParams> S, class V>
+void fields(S& o, V&& v) {
   v("dir", o.dir);
   v("name", o.name);
   v("mp4", o.mp4);
@@ -54,8 +54,8 @@ void fields(OutputParams& o, V&& v) {
   v("crf", o.crf);
 }
 
-template <class V>
-void fields(ShotParams& p, V&& v) {
+template <Is<ShotParams> S, class V>
+void fields(S& p, V&& v) {
   v("source", p.source);
   v("scene", p.scene);
   v("intensity", p.intensity);
@@ -83,116 +83,36 @@ void fields(ShotParams& p, V&& v) {
   v("preview", p.preview);
 }
 
-template <class T>
-concept Record = requires(T& t) { fields(t, [](const char*, auto&) {}); };
+// The scene and the camera keys read and write as in a scene file, with its checks.
+void read(const Node& n, physics::Scene& out) {
+  try {
+    out = physics::parse_scene(n.value.dump());
+  } catch (const Error& e) {
+    throw Error(e.code(), n.path + ": " + e.what());
+  }
+}
+json write(Writer, const physics::Scene& scene) { return json::parse(physics::to_json(scene)); }
+
+void read(const Node& n, std::vector<physics::CameraKey>& out) {
+  out.clear();
+  if (n.value.is_array() && n.value.empty()) return;  // no explicit keys: a scene camera is chosen
+  out = physics::parse_camera(json{{"name", "keys"}, {"keys", n.value}}.dump(), n.path).keys;
+}
+json write(Writer, const std::vector<physics::CameraKey>& keys) {
+  return json::parse(physics::camera_to_json(physics::Camera{"keys", keys}))["keys"];
+}
+
+}  // namespace
+}  // namespace drb::json_fields
+
+namespace drb::pipeline {
+namespace {
+
+using json = json_fields::json;
+constexpr int kParamsVersion = 1;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw Error(ErrorCode::invalid_argument, "shot params: " + path + ": " + what);
-}
-
-// --- writing -------------------------------------------------------------------------------
-
-// Infinities are not JSON numbers: they are written as the strings "inf" / "-inf".
-json write(double v) { return std::isinf(v) ? json(v > 0 ? "inf" : "-inf") : json(v); }
-json write(bool v) { return v; }
-json write(int v) { return v; }
-json write(int64_t v) { return v; }
-json write(uint64_t v) { return v; }
-json write(const std::string& v) { return v; }
-json write(const physics::Scene& scene) { return json::parse(physics::to_json(scene)); }
-json write(const std::vector<physics::CameraKey>& keys) {
-  return json::parse(physics::camera_to_json(physics::Camera{"keys", keys}))["keys"];
-}
-template <class T>
-json write(const std::optional<T>& v) {
-  return v ? write(*v) : json(nullptr);
-}
-template <class T>
-json write(const std::vector<T>& v) {
-  json out = json::array();
-  for (const T& item : v) out.push_back(write(item));
-  return out;
-}
-template <Record T>
-json write(const T& record) {
-  json out = json::object();
-  fields(const_cast<T&>(record), [&](const char* key, const auto& value) { out[key] = write(value); });
-  return out;
-}
-
-// --- reading -------------------------------------------------------------------------------
-
-void read(const json& j, const std::string& path, bool& out) {
-  if (!j.is_boolean()) fail(path, std::string("must be a boolean, got ") + j.type_name());
-  out = j.get<bool>();
-}
-void read(const json& j, const std::string& path, double& out) {
-  if (j.is_string() && (j == "inf" || j == "-inf")) {
-    out = j == "inf" ? INFINITY : -INFINITY;
-    return;
-  }
-  if (!j.is_number()) fail(path, std::string("must be a number, got ") + j.type_name());
-  out = j.get<double>();
-  if (!std::isfinite(out)) fail(path, "must be finite");
-}
-void read(const json& j, const std::string& path, int64_t& out) {
-  if (!j.is_number_integer() || (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(INT64_MAX)))
-    fail(path, "must be an integer, got " + j.dump());
-  out = j.get<int64_t>();
-}
-void read(const json& j, const std::string& path, int& out) {
-  int64_t wide = 0;
-  read(j, path, wide);
-  if (wide < INT32_MIN || wide > INT32_MAX) fail(path, "integer out of range, got " + j.dump());
-  out = static_cast<int>(wide);
-}
-void read(const json& j, const std::string& path, uint64_t& out) {
-  if (!j.is_number_unsigned()) fail(path, "must be a non-negative integer, got " + j.dump());
-  out = j.get<uint64_t>();
-}
-void read(const json& j, const std::string& path, std::string& out) {
-  if (!j.is_string()) fail(path, std::string("must be a string, got ") + j.type_name());
-  out = j.get<std::string>();
-}
-void read(const json& j, const std::string& path, physics::Scene& out) {
-  try {
-    out = physics::parse_scene(j.dump());
-  } catch (const Error& e) {
-    throw Error(e.code(), "shot params: " + path + ": " + e.what());
-  }
-}
-void read(const json& j, const std::string& path, std::vector<physics::CameraKey>& out) {
-  out.clear();
-  if (j.is_array() && j.empty()) return;  // no explicit keys: a scene camera is chosen
-  out = physics::parse_camera(json{{"name", "keys"}, {"keys", j}}.dump(), path).keys;
-}
-template <class T>
-void read(const json& j, const std::string& path, std::optional<T>& out) {
-  if (j.is_null()) {
-    out.reset();
-    return;
-  }
-  T value{};
-  read(j, path, value);
-  out = std::move(value);
-}
-template <class T>
-void read(const json& j, const std::string& path, std::vector<T>& out) {
-  if (!j.is_array()) fail(path, std::string("must be an array, got ") + j.type_name());
-  out.assign(j.size(), T{});
-  for (size_t i = 0; i < j.size(); ++i) read(j[i], path + "[" + std::to_string(i) + "]", out[i]);
-}
-template <Record T>
-void read(const json& j, const std::string& path, T& out) {
-  if (!j.is_object()) fail(path, std::string("must be an object, got ") + j.type_name());
-  std::set<std::string> known;
-  fields(out, [&](const char* key, auto& value) {
-    known.insert(key);
-    if (const auto it = j.find(key); it != j.end()) read(*it, path.empty() ? key : path + "." + key, value);
-  });
-  for (const auto& item : j.items())
-    if (!known.count(item.key()) && !(path.empty() && item.key() == "version"))
-      fail(path.empty() ? item.key() : path + "." + item.key(), "unknown key");
 }
 
 void require(bool ok, const std::string& field, const std::string& what) {
@@ -202,16 +122,14 @@ void require(bool ok, const std::string& field, const std::string& what) {
 void require_known(const std::string& field, const std::string& value, const std::vector<std::string>& known) {
   for (const std::string& k : known)
     if (k == value) return;
-  std::string list;
-  for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
-  fail(field, "unknown name '" + value + "' (known: " + list + ")");
+  fail(field, "unknown name '" + value + "' (known: " + json_fields::join(known) + ")");
 }
 
 }  // namespace
 
 std::string ShotParams::to_json() const {
-  json out = write(*this);
-  out["version"] = kParamsVersion;
+  json out = {{"version", kParamsVersion}};
+  out.update(json_fields::write(json_fields::Writer{}, *this));
   return out.dump(2) + "\n";
 }
 
@@ -225,8 +143,13 @@ ShotParams ShotParams::from_json(const std::string& json_text) {
   if (!doc.is_object()) throw Error(ErrorCode::parse, "shot params: the document must be a JSON object");
   if (const auto v = doc.find("version"); v != doc.end() && *v != kParamsVersion)
     fail("version", "unsupported version " + v->dump() + " (this build reads " + std::to_string(kParamsVersion) + ")");
+  doc.erase("version");
   ShotParams params;
-  read(doc, "", params);
+  try {
+    json_fields::read(json_fields::Node{doc, ""}, params);
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string("shot params: ") + e.what());
+  }
   return params;
 }
 
