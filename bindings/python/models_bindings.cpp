@@ -16,21 +16,11 @@
 
 namespace py = pybind11;
 
+c10::Device parse_device(const py::object& device);  // module.cpp
+
 namespace {
 
 namespace wan = drb::models::wan;
-
-c10::Device device_of(const py::object& device) {
-  if (py::isinstance<py::str>(device)) {
-    const std::string name = device.cast<std::string>();
-    try {
-      return c10::Device(name);
-    } catch (const c10::Error&) {
-      throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
-    }
-  }
-  return device.cast<c10::Device>();
-}
 
 // None -> "" (infer everything), a dict -> its JSON, a str -> as it is (JSON text).
 std::string overrides_of(const py::object& config) {
@@ -52,7 +42,7 @@ void bind_models(py::module_& m) {
       "load_wan_transformer_file",
       [](const std::string& file, std::optional<at::ScalarType> dtype, const py::object& device,
          const py::object& config) {
-        const c10::Device dev = device_of(device);
+        const c10::Device dev = parse_device(device);
         const std::string overrides = overrides_of(config);
         py::gil_scoped_release nogil;
         return std::make_shared<wan::Transformer>(
@@ -66,7 +56,7 @@ void bind_models(py::module_& m) {
       "load_wan_vae_file",
       [](const std::string& file, std::optional<at::ScalarType> dtype, const py::object& device,
          const py::object& config) {
-        const c10::Device dev = device_of(device);
+        const c10::Device dev = parse_device(device);
         const std::string overrides = overrides_of(config);
         py::gil_scoped_release nogil;
         return std::make_shared<wan::Vae>(wan::load_vae_file(file, dtype.value_or(at::kFloat), dev, overrides));
@@ -78,7 +68,7 @@ void bind_models(py::module_& m) {
       "load_umt5_file",
       [](const std::string& file, std::optional<at::ScalarType> dtype, const py::object& device,
          const py::object& config) {
-        const c10::Device dev = device_of(device);
+        const c10::Device dev = parse_device(device);
         const std::string overrides = overrides_of(config);
         py::gil_scoped_release nogil;
         return std::make_shared<wan::UMT5Encoder>(
@@ -95,7 +85,7 @@ void bind_models(py::module_& m) {
       .def_static(
           "load",
           [](const std::string& path, std::optional<at::ScalarType> dtype, const py::object& device) {
-            const c10::Device dev = device_of(device);
+            const c10::Device dev = parse_device(device);
             py::gil_scoped_release nogil;
             return std::make_shared<wan::Bundle>(wan::Bundle::load(path, dtype.value_or(at::kFloat), dev));
           },
@@ -106,7 +96,7 @@ void bind_models(py::module_& m) {
           [](const std::string& transformer, const std::string& vae, const std::string& text_encoder,
              const std::string& tokenizer, double flow_shift, std::optional<at::ScalarType> dtype,
              const py::object& device) {
-            const c10::Device dev = device_of(device);
+            const c10::Device dev = parse_device(device);
             py::gil_scoped_release nogil;
             return std::make_shared<wan::Bundle>(wan::Bundle::load_files(transformer, vae, text_encoder, tokenizer,
                                                                          flow_shift, dtype.value_or(at::kFloat), dev));

@@ -19,6 +19,19 @@ void bind_io(py::module_& m);        // io_bindings.cpp
 void bind_pipeline(py::module_& m);  // pipeline_bindings.cpp
 void bind_models(py::module_& m);    // models_bindings.cpp: single-file Wan checkpoints, bundles
 
+// A device given as a string ("cpu", "cuda:1") or a torch.device.
+c10::Device parse_device(const py::object& device) {
+  if (py::isinstance<py::str>(device)) {
+    const std::string name = device.cast<std::string>();
+    try {
+      return c10::Device(name);
+    } catch (const c10::Error&) {
+      throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
+    }
+  }
+  return device.cast<c10::Device>();
+}
+
 namespace {
 
 PyObject* g_cancelled = nullptr;
@@ -465,19 +478,6 @@ void bind_guide(py::module_& m) {
             return d.total_energy(x0);
           },
           py::arg("x0"));
-}
-
-// A device given as a string ("cpu", "cuda:1") or a torch.device.
-c10::Device parse_device(const py::object& device) {
-  if (py::isinstance<py::str>(device)) {
-    const std::string name = device.cast<std::string>();
-    try {
-      return c10::Device(name);
-    } catch (const c10::Error&) {
-      throw drb::Error(drb::ErrorCode::invalid_argument, "unknown device '" + name + "' (cpu, cuda, cuda:N)");
-    }
-  }
-  return device.cast<c10::Device>();
 }
 
 // ---- Wan transformer (bind_wan) --------------------------------------------------------------

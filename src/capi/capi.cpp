@@ -329,11 +329,8 @@ drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, c
       den = std::make_shared<drb::guide::EnergyGuidedDenoiser>(den, std::move(energies), eo);
     }
     drb::SamplerState state = drb::run(*den, drb::start_state(p.sampler, xt.clone()), s, o);
-    xt.copy_(state.x);
-    drb::check(!state.cancelled, drb::ErrorCode::cancelled,
-               "sampling cancelled by the progress callback after step " + std::to_string(state.step));
-    drb::check(at::isfinite(state.x).all().item<bool>(), drb::ErrorCode::model,
-               "sampling produced non-finite values: the denoiser returned NaN or inf");
+    xt.copy_(state.x);  // also when cancelled: x holds the state after the last step run
+    drb::check_finished(state);
   });
 }
 

@@ -94,14 +94,17 @@ SamplerState run(Denoiser& model, SamplerState st, const at::Tensor& sigmas, con
   return st;
 }
 
+void check_finished(const SamplerState& st) {
+  if (st.cancelled)
+    throw Error(ErrorCode::cancelled, "sampling cancelled by the callback after step " + std::to_string(st.step));
+  check(at::isfinite(st.x).all().item<bool>(), ErrorCode::model,
+        "sampling produced non-finite values: the model returned NaN or inf");
+}
+
 at::Tensor sample(Denoiser& model, const at::Tensor& x, const at::Tensor& sigmas, const std::string& sampler,
                   const SampleOptions& options) {
   SamplerState st = run(model, start_state(sampler, x), sigmas, options);
-  if (st.cancelled)
-    throw Error(ErrorCode::cancelled, "sampling cancelled by the callback after step " + std::to_string(st.step));
-  // One host sync at the end (never inside the loop): a model that produced NaN or inf is an error.
-  check(at::isfinite(st.x).all().item<bool>(), ErrorCode::model,
-        "sampling produced non-finite values: the model returned NaN or inf");
+  check_finished(st);
   return st.x;
 }
 

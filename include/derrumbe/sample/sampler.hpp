@@ -87,8 +87,12 @@ DRB_EXPORT SamplerState start_state(const std::string& sampler, const at::Tensor
 DRB_EXPORT SamplerState run(Denoiser& model, SamplerState state, const at::Tensor& sigmas,
                             const SampleOptions& options = {});
 
-// Samples from x (already scaled to sigmas[0]) and returns the final x. Throws
-// Error(cancelled) if the callback cancels.
+// The errors of a run's end: Error(cancelled) if the callback cancelled it, Error(model) if x
+// holds NaN or inf (one host sync, after the loop, never inside it).
+DRB_EXPORT void check_finished(const SamplerState& state);
+
+// Samples from x (already scaled to sigmas[0]) and returns the final x. Throws as
+// check_finished does.
 DRB_EXPORT at::Tensor sample(Denoiser& model, const at::Tensor& x, const at::Tensor& sigmas,
                              const std::string& sampler, const SampleOptions& options = {});
 
