@@ -28,6 +28,7 @@
 #include "derrumbe/sample/guidance.hpp"
 #include "derrumbe/sample/sampler.hpp"
 #include "derrumbe/sample/schedules.hpp"
+#include "timings.hpp"
 
 namespace drb::pipeline {
 namespace {
@@ -116,8 +117,13 @@ int64_t round_down_to(int64_t value, int64_t multiple) { return std::max(multipl
 class Run {
  public:
   Run(const ShotParams& params, const Bundle& model, const ShotCallback& progress, Clock::time_point start)
-      : p_(params), m_(model), progress_(progress), start_(start) {
-    cache_ = p_.cache_dir.empty() ? (fs::path(p_.output.dir) / ".derrumbe-cache") : fs::path(p_.cache_dir);
+      : p_(params),
+        m_(model),
+        progress_(progress),
+        start_(start),
+        stage_start_(start),
+        cache_(p_.cache_dir.empty() ? (fs::path(p_.output.dir) / ".derrumbe-cache") : fs::path(p_.cache_dir)),
+        timings_((cache_ / "timings.json").string()) {
     tf_ = m_.temporal_factor();
     lh_ = p_.height / m_.spatial_factor();
     lw_ = p_.width / m_.spatial_factor();
@@ -143,28 +149,69 @@ class Run {
  private:
   // --- bookkeeping -------------------------------------------------------------------------
 
-  void report(const std::string& stage, int64_t step = 0, int64_t num_steps = 0, double remaining = -1) {
+  // `stage_left`: the running stage's own estimate of its time left (-1: none).
+  void report(const std::string& stage, int64_t step = 0, int64_t num_steps = 0, double stage_left = -1) {
     if (!progress_) return;
     ShotProgress info;
     info.stage = stage;
-    info.stage_index = std::find(kStages.begin(), kStages.end(), stage) - kStages.begin();
+    const auto index = std::find(kStages.begin(), kStages.end(), stage) - kStages.begin();
+    info.stage_index = index;
     info.num_stages = static_cast<int64_t>(kStages.size());
     info.step = step, info.num_steps = num_steps;
     info.elapsed = seconds_since(start_);
-    info.remaining = remaining;
+    info.remaining = shot_left(index, step, num_steps, stage_left);
     if (progress_(info)) throw Error(ErrorCode::cancelled, "shot cancelled during " + stage);
+  }
+
+  // The whole shot's time left (see timings.hpp); -1 while nothing is known.
+  double shot_left(size_t index, int64_t step, int64_t num_steps, double stage_left) const {
+    const double in_stage = seconds_since(stage_start_);
+    if (stage_left < 0 && step > 0 && num_steps > 0) stage_left = in_stage / step * (num_steps - step);
+    if (stage_left < 0) {
+      const double whole = timings_.estimate(kStages[index], work(kStages[index]));
+      if (whole >= 0) stage_left = std::max(0.0, whole - in_stage);
+    }
+    bool known = stage_left >= 0;
+    double left = std::max(0.0, stage_left);
+    for (size_t later = index + 1; later < kStages.size(); ++later) {
+      const double e = timings_.estimate(kStages[later], work(kStages[later]));
+      if (e >= 0) left += e, known = true;
+    }
+    return known ? left : -1.0;
+  }
+
+  // A stage's amount of work, the unit its measured rate is kept in: a run (simulation, text),
+  // a sampling step over the latents, or a frame of pixels.
+  double work(const std::string& stage) const {
+    if (stage == "simulate" || stage == "text") return 1.0;
+    if (stage == "sample") {
+      const double latents = static_cast<double>(m_.latent_channels()) * ((p_.frames - 1) / tf_ + 1) * lh_ * lw_;
+      return std::ceil(p_.steps * p_.guide.sdedit_strength) * latents;
+    }
+    return static_cast<double>(p_.frames) * p_.width * p_.height;
+  }
+
+  void begin(const std::string& name) {
+    stage_start_ = Clock::now();
+    report(name);
+  }
+
+  // Records a stage that began with begin(); what it computed (not reused) becomes history.
+  void finished(const std::string& name, const std::string& key, bool reused) {
+    const double seconds = seconds_since(stage_start_);
+    result_.stages.push_back({name, key, reused, seconds});
+    if (!reused) timings_.measured(name, seconds, work(name));
   }
 
   // Runs `compute` unless `load` finds the entry; records the stage.
   template <class T>
   T stage(const std::string& name, const std::string& key, const std::function<std::optional<T>()>& load,
           const std::function<T()>& compute) {
-    report(name);
-    const auto start = Clock::now();
+    begin(name);
     std::optional<T> value = load();
     const bool reused = value.has_value();
     if (!reused) value = compute();
-    result_.stages.push_back({name, key, reused, seconds_since(start)});
+    finished(name, key, reused);
     return std::move(*value);
   }
 
@@ -539,8 +586,7 @@ class Run {
   }
 
   void write(const physics::SimTrack& track, const physics::Camera& camera, const std::vector<render::AOVs>& aovs) {
-    report("write");
-    const auto start = Clock::now();
+    begin("write");
     const OutputParams& o = p_.output;
     const fs::path dir(o.dir);
     const std::vector<io::Image> images = to_images(result_.frames);
@@ -564,7 +610,7 @@ class Run {
     }
     write_sidecar(dir);
     result_.output_dir = dir.string();
-    result_.stages.push_back({"write", "", false, seconds_since(start)});
+    finished("write", "", false);
   }
 
   // Written last: a sidecar says the shot finished, and holds what re-runs it exactly.
@@ -591,8 +637,9 @@ class Run {
   const ShotParams& p_;
   const Bundle& m_;
   const ShotCallback& progress_;
-  Clock::time_point start_;
+  Clock::time_point start_, stage_start_;
   fs::path cache_;
+  detail::Timings timings_;
   int64_t tf_, lh_, lw_;
   std::string sim_key_, render_key_, text_key_, cond_key_, noise_key_, sample_key_;
   ShotResult result_;

@@ -120,6 +120,31 @@ def run_shot(cache, out, **settings):
     return derrumbe.Shot(SCENE, **params).render()
 
 
+def test_time_left_covers_the_whole_shot_from_the_second_run_on(tmp_path):
+    cache = tmp_path / "cache"
+
+    def render(out, seed):
+        seen = {}
+        params = dict(frames=5, width=64, height=48, steps=3, cache_dir=str(cache), seed=seed,
+                      output={"dir": str(out), "mp4": False, "exr": False}, progress=False)
+        derrumbe.Shot(SCENE, **params).render(lambda info: seen.setdefault(info["stage"], info) and False)
+        return {stage: info["remaining"] for stage, info in seen.items()}  # as each stage began
+
+    first = render(tmp_path / "a", seed=1)
+    assert first["decode"] == -1  # no run has timed decoding or writing yet
+    timings = json.loads((cache / "timings.json").read_text())
+    assert set(timings) == set(STAGES) | {"write"} and all(rate > 0 for rate in timings.values())
+
+    second = render(tmp_path / "b", seed=2)  # new seed: noise, sample, decode and write run again
+    decode_alone = timings["decode"] * 5 * 64 * 48
+    assert second["noise"] > second["decode"] >= second["write"] > 0
+    assert second["noise"] >= decode_alone * 0.999  # the stages after the running one are counted
+
+    (cache / "timings.json").write_text('{"decode": ')  # a damaged history is no error, and is rewritten
+    assert render(tmp_path / "c", seed=3)["write"] == -1  # what it held is forgotten
+    assert set(json.loads((cache / "timings.json").read_text())) >= {"noise", "sample", "decode", "write"}
+
+
 def reused(result):
     return {s.name: s.reused for s in result.stages if s.name in STAGES}
 

@@ -120,6 +120,9 @@ struct ShotProgress {
   std::string stage;
   int64_t stage_index = 0, num_stages = 0;
   int64_t step = 0, num_steps = 0;
+  // Seconds since render() began, and the estimated seconds the whole shot has left: the running
+  // stage from its own rate, the later stages from the rates earlier runs with the same cache
+  // folder measured (its timings.json); a stage never measured counts as 0 (-1: nothing known).
   double elapsed = 0.0, remaining = -1.0;
 };
 // Returns true to cancel (the shot then throws Error(cancelled) after saving what it has).
