@@ -6,6 +6,7 @@
 #include "derrumbe/core/rng.hpp"
 #include "derrumbe/guide/composite.hpp"
 #include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/guided.hpp"
 #include "derrumbe/guide/noise_warp.hpp"
 #include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/io/exr.hpp"

@@ -10,8 +10,7 @@
 #include <string>
 
 #include "derrumbe/derrumbe.h"
-#include "derrumbe/guide/composite.hpp"
-#include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/guided.hpp"
 #include "derrumbe/guide/noise_warp.hpp"
 #include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/models/wan/bundle.hpp"
@@ -130,7 +129,7 @@ void write_string(const std::string& text, char* buffer, size_t capacity, size_t
 }
 
 // drb_sample_params' composition fields as the library's step hook (x: [B, C, F, H, W]).
-std::shared_ptr<drb::StepHook> composite_hook(const drb_sample_params& p, const at::Tensor& xt) {
+std::shared_ptr<drb::guide::Composite> composite_hook(const drb_sample_params& p, const at::Tensor& xt) {
   drb::check_arg(xt.dim() == 5, "composition needs x of shape [B, C, F, H, W], got " + c10::str(xt.sizes()));
   const auto opts = at::TensorOptions().dtype(xt.scalar_type());
   const at::Tensor mask = float_view(p.composite_mask, {xt.size(2), xt.size(3), xt.size(4)}, "params.composite_mask");
@@ -317,17 +316,14 @@ drb_status drb_sample(drb_denoise_fn model, void* model_user, drb_dtype dtype, c
       o.callback = [&](const drb::StepInfo& info) {
         return p.progress(p.progress_user, info.step, info.num_steps, info.sigma, info.sigma_next) != 0;
       };
-    if (p.composite_plate != nullptr) o.hooks.push_back(composite_hook(p, xt));
-    std::shared_ptr<drb::Denoiser> den = std::make_shared<CallbackDenoiser>(model, model_user);
-    std::vector<drb::guide::EnergyTerm> energies = energy_terms(p, xt);
-    if (!energies.empty()) {
-      drb::guide::EnergyGuidanceOptions eo;
-      eo.strength = p.energy_strength;
-      eo.sigma_start = p.energy_sigma_start;
-      eo.sigma_end = p.energy_sigma_end;
-      eo.steps = p.energy_steps;
-      den = std::make_shared<drb::guide::EnergyGuidedDenoiser>(den, std::move(energies), eo);
-    }
+    drb::guide::Guided guidance;
+    if (p.composite_plate != nullptr) guidance.composite = composite_hook(p, xt);
+    guidance.energies = energy_terms(p, xt);
+    guidance.energy.strength = p.energy_strength;
+    guidance.energy.sigma_start = p.energy_sigma_start;
+    guidance.energy.sigma_end = p.energy_sigma_end;
+    guidance.energy.steps = p.energy_steps;
+    const auto den = drb::guide::guided(std::make_shared<CallbackDenoiser>(model, model_user), guidance, o);
     drb::SamplerState state = drb::run(*den, drb::start_state(p.sampler, xt.clone()), s, o);
     xt.copy_(state.x);  // also when cancelled: x holds the state after the last step run
     drb::check_finished(state);

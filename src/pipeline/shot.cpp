@@ -12,8 +12,7 @@
 #include "derrumbe/core/hash.hpp"
 #include "derrumbe/core/rng.hpp"
 #include "derrumbe/core/version.hpp"
-#include "derrumbe/guide/composite.hpp"
-#include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/guided.hpp"
 #include "derrumbe/guide/noise_warp.hpp"
 #include "derrumbe/guide/sdedit.hpp"
 #include "derrumbe/io/exr.hpp"
@@ -464,21 +463,34 @@ class Run {
     return schedules::flow_shift(p_.steps, options);
   }
 
-  std::shared_ptr<Denoiser> denoiser(const Tensors& text, const Tensors& cond) const {
+  // The prompt-conditioned model with classifier-free guidance (or a variant).
+  std::shared_ptr<Denoiser> denoiser(const Tensors& text) const {
     // Wan's UniPC scheduler hands the transformer integer timesteps; FlowMatchEuler does not.
     auto wan = std::make_shared<models::wan::WanDenoiser>(m_.transformer, text.at("cond"), text.at("uncond"),
                                                          p_.schedule == "flow_unipc");
     GuidanceOptions guidance;
     guidance.method = p_.guidance;
     guidance.scale = p_.guidance_scale;
-    std::shared_ptr<Denoiser> model = std::make_shared<GuidedDenoiser>(wan, guidance);
-    if (p_.guide.flow_energy <= 0) return model;
-    guide::EnergyGuidanceOptions energy;
-    energy.strength = p_.guide.flow_energy;
-    energy.sigma_start = p_.guide.flow_energy_sigma_start;
-    energy.sigma_end = p_.guide.flow_energy_sigma_end;
-    auto flow = std::make_shared<guide::FlowWarpEnergy>(cond.at("flow_backward"), cond.at("flow_valid"));
-    return std::make_shared<guide::EnergyGuidedDenoiser>(model, std::vector<guide::EnergyTerm>{{flow, 1.0}}, energy);
+    return std::make_shared<GuidedDenoiser>(wan, guidance);
+  }
+
+  // The simulation's guidance: composition over the plate (or the proxy), the flow-warp energy.
+  guide::Guided guidance(const Tensors& cond, const at::Tensor& noise) const {
+    guide::Guided g;
+    if (p_.guide.composite) {
+      guide::CompositeOptions composite;
+      composite.resample = p_.guide.repaint;
+      composite.free_tail_steps = p_.guide.free_tail_steps;
+      const at::Tensor& plate = cond.count("plate") ? cond.at("plate") : cond.at("proxy");
+      g.composite = std::make_shared<guide::Composite>(plate, cond.at("mask"), noise, composite, p_.seed);
+    }
+    if (p_.guide.flow_energy > 0) {
+      g.energies = {{std::make_shared<guide::FlowWarpEnergy>(cond.at("flow_backward"), cond.at("flow_valid")), 1.0}};
+      g.energy.strength = p_.guide.flow_energy;
+      g.energy.sigma_start = p_.guide.flow_energy_sigma_start;
+      g.energy.sigma_end = p_.guide.flow_energy_sigma_end;
+    }
+    return g;
   }
 
   std::string sample_key() const {
@@ -512,16 +524,9 @@ class Run {
         [&] {
           const guide::SDEditStart start = guide::sdedit_start(cond.at("proxy"), noise, schedule(), p_.guide.sdedit_strength);
           SamplerState state = fs::exists(state_path) ? resumed_state(state_path) : start_state(p_.sampler, start.x);
-          std::shared_ptr<Denoiser> model = denoiser(text, cond);
           SampleOptions options;
           options.noise_address.seed = p_.seed;
-          if (p_.guide.composite) {
-            guide::CompositeOptions composite;
-            composite.resample = p_.guide.repaint;
-            composite.free_tail_steps = p_.guide.free_tail_steps;
-            const at::Tensor& plate = cond.count("plate") ? cond.at("plate") : cond.at("proxy");
-            options.hooks.push_back(std::make_shared<guide::Composite>(plate, cond.at("mask"), noise, composite, p_.seed));
-          }
+          const std::shared_ptr<Denoiser> model = guide::guided(denoiser(text), guidance(cond, noise), options);
           run_checkpointed(*model, state, start.sigmas, options, state_path);
           save_tensors(latents_path, {{"latents", state.x}});
           fs::remove(state_path);

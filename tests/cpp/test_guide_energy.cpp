@@ -7,6 +7,7 @@
 
 #include "checks.hpp"
 #include "derrumbe/guide/energy.hpp"
+#include "derrumbe/guide/guided.hpp"
 #include "derrumbe/models/analytic.hpp"
 #include "derrumbe/sample/sampler.hpp"
 #include "derrumbe/sample/schedules.hpp"
@@ -196,6 +197,26 @@ TEST_CASE("energy: a user FunctionEnergy and a flow energy move the sample") {
   sched.strength_schedule = std::vector<double>(12, 0.2);
   EnergyGuidedDenoiser flow_guided(model, {{warp, 1.0}}, sched);
   CHECK(flow_guided.total_energy(run(flow_guided, "dpmpp_2m")) < flow_guided.total_energy(plain));
+}
+
+TEST_CASE("guided: composition becomes a hook, energies wrap the model, nothing given changes nothing") {
+  auto model = mixture();
+  drb::SampleOptions options;
+  CHECK(drb::guide::guided(model, {}, options) == model);
+  CHECK(options.hooks.empty());
+
+  const at::Tensor target = at::full({1, 2, 3, 6, 6}, 0.5, f64);
+  drb::guide::Guided g;
+  g.composite = std::make_shared<drb::guide::Composite>(target, at::zeros({1, 1, 3, 6, 6}, f64));
+  g.energies = {{std::make_shared<FunctionEnergy>([&](const at::Tensor& x0) { return (x0 - target).pow(2).mean(); }), 1.0}};
+  const auto den = drb::guide::guided(model, g, options);
+  CHECK(dynamic_cast<EnergyGuidedDenoiser*>(den.get()) != nullptr);
+  REQUIRE(options.hooks.size() == 1);
+  CHECK(options.hooks[0] == g.composite);
+  // The mask keeps the plate everywhere: the run ends on the plate.
+  const at::Tensor out = drb::sample(*den, at::randn({1, 2, 3, 6, 6}, f64) * 10, drb::schedules::karras(8, 0.02, 10),
+                                     "euler", options);
+  CHECK(at::allclose(out, target));
 }
 
 TEST_CASE("energy: bad input is a clear error") {
