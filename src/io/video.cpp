@@ -115,6 +115,10 @@ void to_rgb24(const Image& image, std::vector<uint8_t>& out) {
 // display-referred sRGB frames (the ASWF encoding guidelines).
 CodecPtr make_encoder(const AVCodec* codec, int width, int height, AVRational rate, bool global_header) {
   CodecPtr enc(not_null(avcodec_alloc_context3(codec), "write_mp4"));
+  // The encoder's information (libx264's settings banner) one level down, to verbose: a farm log
+  // keeps warnings and errors, not a banner per shot. Per context, so the host's own libav
+  // logging is left as it set it.
+  enc->log_level_offset = AV_LOG_VERBOSE - AV_LOG_INFO;
   enc->width = width;
   enc->height = height;
   enc->pix_fmt = AV_PIX_FMT_YUV420P;
