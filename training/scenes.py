@@ -21,6 +21,8 @@ from typing import Any, Dict
 
 FPS = 24
 CLIP_FRAMES = 33  # Wan's 4n + 1
+WIDTH, HEIGHT = 160, 96  # the default model's resolution
+SENSOR_MM = (36.0, 36.0 * HEIGHT / WIDTH)  # a film back with the frame's aspect: no crop either side
 LEAD_FRAMES = 4  # frames of the clip before the event: each clip is a window with motion in it
 SPLIT_SEEDS = {"train": 0, "heldout": 1_000_000}  # first seed of each split; the ranges never meet
 
@@ -118,31 +120,31 @@ def draw_trigger(rng: random.Random, building: Dict[str, Any], time: float) -> D
 
 
 def draw_camera(rng: random.Random, building: Dict[str, Any], height: float, window_start: int) -> Dict[str, Any]:
-    """A camera framing the whole building, with one of MOVES over the clip's window."""
+    """A camera framing the whole building, with one of MOVES over the clip's window: a key on
+    every frame, so that every renderer (derrumbe's proxy, Cycles through the .glb) sees the same
+    camera whatever its own interpolation."""
     focal = rng.choice([24.0, 28.0, 35.0, 50.0])
-    half_fov = math.atan(0.5 * 24.0 / focal)  # the vertical field of view of a 36 x 24 mm back
+    half_fov = math.atan(0.5 * SENSOR_MM[1] / focal)  # vertical
     extent = max(height, max(building["footprint"]))
     distance = extent * rng.uniform(0.75, 1.1) / math.tan(half_fov)
     azimuth = rng.uniform(0.0, 2.0 * math.pi)
     eye_height = rng.uniform(1.5, max(2.0, 0.8 * height))
     target = [0.0, round(0.4 * height, 3), 0.0]
     move = rng.choice(MOVES)
-    t0, t1 = window_start / FPS, (window_start + CLIP_FRAMES - 1) / FPS
 
-    def key(time: float, azimuth: float, distance: float, target_x: float = 0.0) -> Dict[str, Any]:
-        position = [distance * math.sin(azimuth), eye_height, distance * math.cos(azimuth)]
-        return {"time": round(time, 4), "position": [round(v, 3) for v in position],
-                "target": [round(target_x, 3), target[1], target[2]], "focal_length_mm": focal}
-
-    if move == "static":
-        keys = [key(t0, azimuth, distance)]
-    elif move == "dolly in":
-        keys = [key(t0, azimuth, distance), key(t1, azimuth, 0.85 * distance)]
-    elif move == "orbit":
-        keys = [key(t0, azimuth, distance), key(t1, azimuth + rng.choice([-1, 1]) * 0.35, distance)]
-    else:
-        shift = rng.choice([-1, 1]) * 0.15 * extent
-        keys = [key(t0, azimuth, distance, -shift), key(t1, azimuth, distance, shift)]
+    # The move as (azimuth, distance, target x) at s in [0, 1] across the window.
+    turn, shift = rng.choice([-1, 1]) * 0.35, rng.choice([-1, 1]) * 0.15 * extent
+    path = {"static": lambda s: (azimuth, distance, 0.0),
+            "dolly in": lambda s: (azimuth, distance * (1.0 - 0.15 * s), 0.0),
+            "orbit": lambda s: (azimuth + turn * s, distance, 0.0),
+            "pan": lambda s: (azimuth, distance, shift * (2.0 * s - 1.0))}[move]
+    keys = []
+    for i in range(CLIP_FRAMES):
+        a, d, x = path(i / (CLIP_FRAMES - 1))
+        position = [d * math.sin(a), eye_height, d * math.cos(a)]
+        keys.append({"time": round((window_start + i) / FPS, 6), "position": [round(v, 4) for v in position],
+                     "target": [round(x, 4), target[1], target[2]], "focal_length_mm": focal,
+                     "sensor_width_mm": SENSOR_MM[0], "sensor_height_mm": SENSOR_MM[1]})
     return {"name": move, "keys": keys}
 
 
