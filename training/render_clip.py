@@ -2,9 +2,9 @@
 
     python training/render_clip.py CLIP.json OUT_DIR [--samples 16] [--scale 2]
 
-writes OUT_DIR/track.glb (the simulation, as Blender imports it), OUT_DIR/cycles.%04d.png (the
-clip's window, numbered by track frame) and OUT_DIR/cycles.json (what was rendered and how long it
-took). Frames are rendered at `scale` times the clip's size and kept at that size; the training
+writes OUT_DIR/track.glb (the simulation, as Blender imports it), OUT_DIR/dust.npz (its dust on
+the frames rendered), OUT_DIR/cycles.%04d.png (the clip's window, numbered by track frame) and
+OUT_DIR/cycles.json (what was rendered and how long it took). Frames are rendered at `scale` times the clip's size and kept at that size; the training
 reader downsamples (Debian's Blender has no denoiser, so more pixels stand in for it). A rerun
 keeps the frames already there.
 """
@@ -17,6 +17,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import derrumbe
+import numpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLENDER_SCRIPT = os.path.join(HERE, "blender", "cycles_clip.py")
@@ -37,13 +38,16 @@ def render_clip(clip: Dict[str, Any], out: str, samples: int = 16, scale: int = 
     frames = list(frames) if frames is not None else list(range(window["first_frame"],
                                                                  window["first_frame"] + window["frames"]))
     os.makedirs(out, exist_ok=True)
-    glb = os.path.join(out, "track.glb")
+    glb, dust = os.path.join(out, "track.glb"), os.path.join(out, "dust.npz")
     start = time.perf_counter()
+    track = derrumbe.Scene.from_json(json.dumps(clip["scene"])).simulate(progress=False)  # deterministic
+    simulated = time.perf_counter() - start
     if not os.path.exists(glb):
-        track = derrumbe.Scene.from_json(json.dumps(clip["scene"])).simulate(progress=False)
         track.to_gltf(glb + ".part")
         os.replace(glb + ".part", glb)
-    simulated = time.perf_counter() - start
+    with open(dust + ".part", "wb") as f:  # the dust the frames need, per track frame
+        numpy.savez(f, **{f"frame{frame}": track.dust(frame).numpy() for frame in frames})
+    os.replace(dust + ".part", dust)
     camera = clip["scene"]["cameras"][0]
     key = camera["keys"][0]
     name = "mask" if mask_only else "cycles"
@@ -54,7 +58,7 @@ def render_clip(clip: Dict[str, Any], out: str, samples: int = 16, scale: int = 
         "samples": samples, "camera": camera["name"], "focal_length_mm": key["focal_length_mm"],
         "sensor_mm": [key["sensor_width_mm"], key["sensor_height_mm"]],
         "materials": {m["name"]: m["look"] for m in clip["scene"]["materials"]}, "look": clip["look"],
-        "mask_only": mask_only,
+        "mask_only": mask_only, "dust": dust if clip["scene"]["dust"]["enabled"] else None,
     }
     job_path = os.path.join(out, name + ".job.json")
     with open(job_path, "w") as f:
@@ -66,7 +70,9 @@ def render_clip(clip: Dict[str, Any], out: str, samples: int = 16, scale: int = 
         raise RuntimeError(f"render_clip: Blender failed ({result.returncode}):\n{result.stdout[-3000:]}"
                            f"\n{result.stderr[-3000:]}")
     record = {"seed": clip["seed"], "job": job, "simulate_s": round(simulated, 2),
-              "render_s": round(time.perf_counter() - start, 2)}
+              "render_s": round(time.perf_counter() - start, 2),
+              "dust": {int(w[2]): int(w[4]) for w in (line.split() for line in result.stdout.splitlines())
+                       if w[:1] == ["DERRUMBE_CYCLES"] and w[1:2] == ["frame"]}}
     with open(os.path.join(out, name + ".json"), "w") as f:
         json.dump(record, f, indent=1)
     return record

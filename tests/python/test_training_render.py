@@ -1,6 +1,6 @@
 """training/render_clip.py: Cycles renders a drawn clip through Blender's own glTF importer, from the
-camera derrumbe's proxy renders from (the pieces' coverage agrees), with light and texture the
-proxy does not have."""
+camera derrumbe's proxy renders from (the pieces' coverage agrees), with the simulation's dust, and
+light and texture the proxy does not have."""
 import json
 import os
 import shutil
@@ -42,6 +42,7 @@ def test_cycles_sees_the_proxy_camera_and_adds_what_the_proxy_lacks(tmp_path):
         assert coverage[frame].sum() > 200
         assert coverage_iou(coverage[frame], tmp_path / f"mask.{frame:04d}.png") > 0.97
     assert (coverage[frames[0]] ^ coverage[last]).sum() > 100  # the frames differ: not a check on a still
+    assert record["dust"] == {f: track.dust(f).shape[0] for f in frames} and record["dust"][last] > 0
 
     beauty = np.array(Image.open(tmp_path / f"cycles.{last:04d}.png")).astype(np.float32) / 255
     assert beauty.shape == (96, 160, 3)

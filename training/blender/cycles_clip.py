@@ -4,7 +4,8 @@ Renders a clip's final frames with Cycles (written by training/render_clip.py, w
 the simulation's .glb through Blender's own glTF importer, each piece's material by its look
 (concrete, brick, glass, steel) with procedural texture in the piece's own coordinates (the
 texture moves with the piece), a street, a sun and a physical sky for the time of day, motion
-blur, and the scene camera. Frames already on disk are kept, so a killed render resumes.
+blur, the simulation's dust as a point cloud, and the scene camera. Frames already on disk are
+kept, so a killed render resumes.
 With "mask_only" it renders only the pieces' coverage as alpha (no ground, no sky), for
 checking that the Cycles camera is the one derrumbe's proxy renders from.
 """
@@ -108,6 +109,62 @@ def add_sun_and_sky(look):
     sun.rotation_euler = (math.pi / 2 - elevation, 0.0, azimuth + math.pi / 2)
 
 
+def add_dust():
+    """An object whose vertices (set per frame by set_dust) Cycles renders as spheres: a point
+    cloud made by geometry nodes, each point's radius and opacity from the simulation's dust."""
+    obj = bpy.data.objects.new("dust", bpy.data.meshes.new("dust"))
+    bpy.context.scene.collection.objects.link(obj)
+    tree = bpy.data.node_groups.new("dust points", "GeometryNodeTree")
+    tree.inputs.new("NodeSocketGeometry", "Geometry")
+    tree.outputs.new("NodeSocketGeometry", "Geometry")
+    points = tree.nodes.new("GeometryNodeMeshToPoints")
+    radius = tree.nodes.new("GeometryNodeInputNamedAttribute")
+    radius.data_type = "FLOAT"
+    radius.inputs["Name"].default_value = "radius"
+    material = tree.nodes.new("GeometryNodeSetMaterial")
+    material.inputs["Material"].default_value = dust_material()
+    tree.links.new(tree.nodes.new("NodeGroupInput").outputs["Geometry"], points.inputs["Mesh"])
+    tree.links.new(radius.outputs["Attribute"], points.inputs["Radius"])
+    tree.links.new(points.outputs["Points"], material.inputs["Geometry"])
+    tree.links.new(material.outputs["Geometry"], tree.nodes.new("NodeGroupOutput").inputs["Geometry"])
+    obj.modifiers.new("points", "NODES").node_group = tree
+    return obj
+
+
+def dust_material():
+    """Pale grey-brown dust, transparent by each particle's opacity."""
+    mat = bpy.data.materials.new("dust")
+    mat.use_nodes = True
+    tree = mat.node_tree
+    bsdf = tree.nodes["Principled BSDF"]
+    bsdf.inputs["Base Color"].default_value = (0.42, 0.37, 0.30, 1.0)
+    bsdf.inputs["Roughness"].default_value = 1.0
+    opacity = tree.nodes.new("ShaderNodeAttribute")
+    opacity.attribute_name = "opacity"
+    # A particle stands for a puff, not a solid ball: a third of its opacity per surface crossed.
+    soft = tree.nodes.new("ShaderNodeMath")
+    soft.operation = "MULTIPLY"
+    soft.inputs[1].default_value = 0.33
+    tree.links.new(opacity.outputs["Fac"], soft.inputs[0])
+    mix = tree.nodes.new("ShaderNodeMixShader")
+    tree.links.new(soft.outputs["Value"], mix.inputs["Fac"])
+    tree.links.new(tree.nodes.new("ShaderNodeBsdfTransparent").outputs["BSDF"], mix.inputs[1])
+    tree.links.new(bsdf.outputs["BSDF"], mix.inputs[2])
+    tree.links.new(mix.outputs["Shader"], tree.nodes["Material Output"].inputs["Surface"])
+    return mat
+
+
+def set_dust(obj, particles):
+    """particles: [N, 5] x, y, z, radius, opacity in the track's Y-up frame (the importer's Z-up: x, -z, y)."""
+    mesh = obj.data
+    mesh.clear_geometry()
+    mesh.vertices.add(len(particles))
+    mesh.vertices.foreach_set("co", numpy.stack([particles[:, 0], -particles[:, 2], particles[:, 1]], 1).ravel())
+    for name, column in [("radius", 3), ("opacity", 4)]:
+        mesh.attributes.new(name, "FLOAT", "POINT").data.foreach_set("value", particles[:, column].copy())
+    mesh.update()
+
+
 def setup(job):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.ops.import_scene.gltf(filepath=job["glb"])
@@ -155,11 +212,17 @@ def setup(job):
 def main():
     job = json.load(open(sys.argv[sys.argv.index("--") + 1]))
     scene = setup(job)
+    dust = numpy.load(job["dust"]) if job.get("dust") and not job.get("mask_only") else None
+    dust_object = add_dust() if dust is not None else None
     for frame in job["frames"]:
         path = job["pattern"] % frame
         if os.path.exists(path):
             continue
         scene.frame_set(frame)
+        if dust_object is not None:
+            particles = dust[f"frame{frame}"].astype(numpy.float32)
+            set_dust(dust_object, particles)
+            print(f"DERRUMBE_CYCLES frame {frame} dust {len(particles)}")
         scene.render.filepath = path + ".part.png"
         bpy.ops.render.render(write_still=True)
         os.replace(path + ".part.png", path)  # a frame on disk is a finished frame
