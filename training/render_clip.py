@@ -32,15 +32,17 @@ def blender() -> str:
 
 
 def render_clip(clip: Dict[str, Any], out: str, samples: int = 16, scale: int = 2, mask_only: bool = False,
-                frames: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """Renders the clip's window (or the track `frames` given) into `out`; returns the record."""
+                frames: Optional[Sequence[int]] = None, track: Optional[derrumbe.SimTrack] = None) -> Dict[str, Any]:
+    """Renders the clip's window (or the track `frames` given) into `out`; returns the record.
+    `track`: the clip's simulation when the caller has it (else it is simulated here)."""
     window = clip["window"]
     frames = list(frames) if frames is not None else list(range(window["first_frame"],
                                                                  window["first_frame"] + window["frames"]))
     os.makedirs(out, exist_ok=True)
     glb, dust = os.path.join(out, "track.glb"), os.path.join(out, "dust.npz")
     start = time.perf_counter()
-    track = derrumbe.Scene.from_json(json.dumps(clip["scene"])).simulate(progress=False)  # deterministic
+    if track is None:
+        track = derrumbe.Scene.from_json(json.dumps(clip["scene"])).simulate(progress=False)
     simulated = time.perf_counter() - start
     if not os.path.exists(glb):
         track.to_gltf(glb + ".part")
