@@ -76,7 +76,8 @@ def make_split(out: str, split: str, count: int, workers: int = 2, samples: int 
     jobs = [(scenes.draw_clip(seed), os.path.join(out, split, str(seed)), samples, scale) for seed in seeds]
     if workers <= 1:
         return sum(make_clip(*job) for job in jobs)
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    # One core a worker: a spawned worker does not inherit this process's torch thread count.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         return sum(pool.starmap(make_clip, jobs, chunksize=1))
 
 
@@ -89,7 +90,6 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--scale", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one core a worker
     for split, count in [("heldout", args.heldout), ("train", args.train)]:
         start = time.perf_counter()
         new = make_split(args.out, split, count, args.workers, args.samples, args.scale)

@@ -11,10 +11,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <concepts>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <set>
 #include <sstream>
 

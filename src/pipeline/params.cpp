@@ -2,11 +2,9 @@
 // both directions (core/json_fields.hpp), so a field cannot be written and forgotten when read.
 #include <nlohmann/json.hpp>
 
-#include <cmath>
-#include <set>
+#include <algorithm>
 
 #include "../core/json_fields.hpp"
-#include "derrumbe/guide/energy.hpp"
 #include "derrumbe/io/exr.hpp"
 #include "derrumbe/pipeline/shot.hpp"
 #include "derrumbe/sample/sampler.hpp"

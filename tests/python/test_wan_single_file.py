@@ -18,10 +18,9 @@ The conversions to the original layouts are checked against diffusers' own conve
 single file itself (from_single_file with a local config) it must read our test file to the same
 weights as derrumbe.
 
-The tests of the new entry points (load_wan_transformer_file with a config override, WanBundle)
-need bindings/python/models_bindings.cpp registered in the module (bind_models); they are skipped
-without it. Everything else goes through WanTransformer.load / WanVae.load / UMT5Encoder.load
-(which accept a single file) and derrumbe.Shot(model=bundle.json).
+Besides the loaders' own entry points (load_wan_transformer_file with a config override,
+WanBundle), everything goes through WanTransformer.load / WanVae.load / UMT5Encoder.load (which
+accept a single file) and derrumbe.Shot(model=bundle.json).
 """
 import json
 import os
@@ -47,9 +46,6 @@ FP8 = torch.float8_e4m3fn
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_MODEL = os.path.join(ROOT, "assets", "default-model")
 SCENE = os.path.join(ROOT, "examples", "scenes", "small.json")
-
-needs_bind_models = pytest.mark.skipif(not hasattr(_derrumbe, "WanBundle"),
-                                       reason="bindings/python/models_bindings.cpp is not registered (bind_models)")
 
 # Real Wan transformers have 128-wide heads, which is what the config inference assumes; this
 # tiny one has a single such head. TINY_12 is diffusers' own test config (2 heads of 12), which
@@ -326,10 +322,8 @@ def test_transformer_heads_not_128_need_the_config(tmp_path):
     with pytest.raises(ValueError, match=r"patch_embedding\.weight.*inner dim 24 is not a multiple of the head dim "
                                          r"128.*attention_head_dim"):
         derrumbe.WanTransformer.load(path)
-    if not hasattr(_derrumbe, "load_wan_transformer_file"):
-        pytest.skip("bind_models is not registered")
     for config in ({"attention_head_dim": 12}, {"num_attention_heads": 2}, json.dumps({"attention_head_dim": 12})):
-        ours = _derrumbe.load_wan_transformer_file(path, config=config)
+        ours = derrumbe.load_wan_transformer_file(path, config=config)
         assert ours.config["num_attention_heads"] == 2 and ours.config["attention_head_dim"] == 12
         assert_parameters(ours, values)
     reference = make_transformer(TINY_12)
@@ -339,7 +333,7 @@ def test_transformer_heads_not_128_need_the_config(tmp_path):
         expected = reference(x, t, ctx, return_dict=False)[0]
     assert max_abs(ours(x, t, ctx), expected) < TOL
     with pytest.raises(ValueError, match="does not split into 5 heads"):
-        _derrumbe.load_wan_transformer_file(path, config={"num_attention_heads": 5})
+        derrumbe.load_wan_transformer_file(path, config={"num_attention_heads": 5})
 
 
 def test_wan_repository_directory(transformer, tmp_path):
@@ -418,10 +412,9 @@ def test_vae_original_layout_every_structure(vaes, tmp_path, name):
     assert torch.equal(ours.encode(frames, normalize=False), ref.encode(frames, normalize=False))
     assert torch.equal(ours.decode(latents, normalized=False), ref.decode(latents, normalized=False))
     # the mapping itself, key by key (diffusers keys are fixed points)
-    if hasattr(_derrumbe, "wan_vae_diffusers_key"):
-        for k in model.state_dict():
-            assert _derrumbe.wan_vae_diffusers_key(vae_original_key(k, r), r) == k
-            assert _derrumbe.wan_vae_diffusers_key(k, r) == k
+    for k in model.state_dict():
+        assert _derrumbe.wan_vae_diffusers_key(vae_original_key(k, r), r) == k
+        assert _derrumbe.wan_vae_diffusers_key(k, r) == k
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -716,17 +709,15 @@ def test_bad_bundle_json_names_the_file_and_the_key(tmp_path):
             derrumbe.Shot(SCENE, model=str(path), frames=5, width=64, height=48, steps=1, progress=False,
                           output={"dir": str(tmp_path / f"out{i}")}).render()
         # ... and directly, with the error's own type
-        if hasattr(_derrumbe, "WanBundle"):
-            with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
-                _derrumbe.WanBundle.load(str(path))
+        with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
+            derrumbe.WanBundle.load(str(path))
 
 
-@needs_bind_models
 def test_bundle_load_files_and_json(tmp_path):
     bundle_json, t_values = default_model_as_single_files(tmp_path)
     models = tmp_path / "models"
-    directory = _derrumbe.WanBundle.load(DEFAULT_MODEL)
-    from_json = _derrumbe.WanBundle.load(bundle_json)
+    directory = derrumbe.WanBundle.load(DEFAULT_MODEL)
+    from_json = derrumbe.WanBundle.load(bundle_json)
     assert from_json.path == bundle_json and from_json.scheduler == directory.scheduler
     assert from_json.flow_shift == directory.flow_shift
     assert_parameters(from_json.transformer, t_values)
@@ -742,7 +733,7 @@ def test_bundle_load_files_and_json(tmp_path):
     heads128 = make_transformer(dict(T128, text_dim=64))
     t, _ = store(heads128.state_dict(), "bf16", comfy_transformer_name)
     safetensors_torch.save_file(t, str(models / "wan_t128.safetensors"))
-    files = _derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), str(models / "wan_tiny_vae.safetensors"),
+    files = derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), str(models / "wan_tiny_vae.safetensors"),
                                            str(models / "umt5_tiny.safetensors"), str(models / "spiece.model"),
                                            flow_shift=5.0)
     assert files.flow_shift == 5.0 and files.scheduler == "UniPCMultistepScheduler"
@@ -762,15 +753,15 @@ def test_bundle_load_files_and_json(tmp_path):
         safetensors_torch.save_file({k: t[k] for k in keys}, str(models / shard))
     (models / "t.safetensors.index.json").write_text(
         json.dumps({"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}))
-    sharded = _derrumbe.WanBundle.load_files(str(models / "t.safetensors.index.json"),
+    sharded = derrumbe.WanBundle.load_files(str(models / "t.safetensors.index.json"),
                                              str(models / "wan_tiny_vae.safetensors"),
                                              str(models / "umt5_tiny.safetensors"), str(models / "spiece.model"))
     assert [n for n, _ in sharded.files if n.startswith("transformer/")] == [
         "transformer/t-1.safetensors", "transformer/t-2.safetensors", "transformer/t.safetensors.index.json"]
     # a diffusers directory's model_index.json names the directory
-    assert _derrumbe.WanBundle.load(os.path.join(DEFAULT_MODEL, "model_index.json")).files == directory.files
+    assert derrumbe.WanBundle.load(os.path.join(DEFAULT_MODEL, "model_index.json")).files == directory.files
     # a component directory is fine too (its files listed under the component)
-    mixed = _derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), os.path.join(DEFAULT_MODEL, "vae"),
+    mixed = derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), os.path.join(DEFAULT_MODEL, "vae"),
                                            os.path.join(DEFAULT_MODEL, "text_encoder"),
                                            os.path.join(DEFAULT_MODEL, "tokenizer"))
     assert [n for n, _ in mixed.files] == ["text_encoder/config.json", "text_encoder/model.safetensors",
@@ -783,9 +774,9 @@ def test_bundle_load_files_and_json(tmp_path):
         small = make_transformer(T128)
         t, _ = store(small.state_dict(), "bf16", comfy_transformer_name)
         safetensors_torch.save_file(t, str(models / "wan_t128_text32.safetensors"))
-        _derrumbe.WanBundle.load_files(str(models / "wan_t128_text32.safetensors"),
+        derrumbe.WanBundle.load_files(str(models / "wan_t128_text32.safetensors"),
                                        str(models / "wan_tiny_vae.safetensors"), str(models / "umt5_tiny.safetensors"),
                                        str(models / "spiece.model"))
     with pytest.raises(FileNotFoundError, match=r"wan model \(tokenizer\).*nowhere\.model"):
-        _derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), str(models / "wan_tiny_vae.safetensors"),
+        derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), str(models / "wan_tiny_vae.safetensors"),
                                        str(models / "umt5_tiny.safetensors"), str(models / "nowhere.model"))
