@@ -500,13 +500,15 @@ void bind_wan(py::module_& m) {
       .def(
           "__call__",
           [](const wan::Transformer& t, const at::Tensor& hidden_states, const at::Tensor& timestep,
-             const at::Tensor& context) {
+             const at::Tensor& context, std::optional<at::Tensor> control, double control_scale) {
             py::gil_scoped_release nogil;
-            return t.forward(hidden_states, timestep, context);
+            return t.forward(hidden_states, timestep, context, control.value_or(at::Tensor()), control_scale);
           },
-          py::arg("hidden_states"), py::arg("timestep"), py::arg("context"),
+          py::arg("hidden_states"), py::arg("timestep"), py::arg("context"), py::arg("control") = py::none(),
+          py::arg("control_scale") = 1.0,
           "hidden_states [B, C, F, H, W], timestep [B] or [B, tokens], context [B, L, text_dim] -> flow "
-          "prediction [B, C_out, F, H, W].")
+          "prediction [B, C_out, F, H, W]. VACE models take control [B, vace_in_channels, F, H, W] "
+          "(vace_context), each hint scaled by control_scale.")
       .def_property_readonly("config",
                              [](const wan::Transformer& t) {
                                const wan::TransformerConfig& c = t.config();
@@ -524,6 +526,8 @@ void bind_wan(py::module_& m) {
                                d["qk_norm"] = c.qk_norm;
                                d["eps"] = c.eps;
                                d["rope_max_seq_len"] = c.rope_max_seq_len;
+                               d["vace_layers"] = c.vace_layers;
+                               d["vace_in_channels"] = c.vace_in_channels;
                                return d;
                              })
       .def("parameters", [](const wan::Transformer& t) { return t.parameters(); },
@@ -585,6 +589,15 @@ void bind_wan_vae(py::module_& m) {
                              })
       .def("parameters", [](const wan::Vae& v) { return v.parameters(); },
            "Parameters by diffusers name (the tensors themselves, not copies).");
+  m.def(
+      "vace_context",
+      [](const wan::Vae& vae, const at::Tensor& video, std::optional<at::Tensor> mask) {
+        py::gil_scoped_release nogil;
+        return wan::vace_context(vae, video, mask.value_or(at::Tensor()));
+      },
+      py::arg("vae"), py::arg("video"), py::arg("mask") = py::none(),
+      "VACE's control context as WanVACEPipeline builds it (no reference images): video [B, 3, F, H, W] in "
+      "[-1, 1], mask [B, F, H, W] in [0, 1] (None: all ones) -> [B, 2 z_dim + s^2, latent F, H / s, W / s].");
 }
 // ---- end Wan VAE --------------------------------------------------------------------------------
 
@@ -776,12 +789,21 @@ PYBIND11_MODULE(_derrumbe, m) {
   py::class_<drb::models::wan::WanDenoiser, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::WanDenoiser>>(
       m, "WanDenoiser", "The Wan transformer over prompt embeddings (flow prediction) as a conditional model for Guided.")
       .def(py::init([](std::shared_ptr<drb::models::wan::Transformer> t, const at::Tensor& prompt_embeds,
-                       std::optional<at::Tensor> negative_embeds, bool integer_timesteps) {
+                       std::optional<at::Tensor> negative_embeds, bool integer_timesteps,
+                       std::optional<at::Tensor> control_latents, std::optional<at::Tensor> vace_context,
+                       double control_scale) {
+             drb::models::wan::WanControl control{control_latents.value_or(at::Tensor()),
+                                                  vace_context.value_or(at::Tensor()), control_scale};
              return std::make_shared<drb::models::wan::WanDenoiser>(
-                 std::move(t), prompt_embeds, negative_embeds.value_or(at::Tensor()), integer_timesteps);
+                 std::move(t), prompt_embeds, negative_embeds.value_or(at::Tensor()), integer_timesteps,
+                 std::move(control));
            }),
            py::arg("transformer"), py::arg("prompt_embeds"), py::arg("negative_embeds") = py::none(), py::kw_only(),
-           py::arg("integer_timesteps") = false);
+           py::arg("integer_timesteps") = false, py::arg("control_latents") = py::none(),
+           py::arg("vace_context") = py::none(), py::arg("control_scale") = 1.0,
+           "control_latents: a control video's latents appended to the noisy latents (channel-concatenation "
+           "models such as Wan2.1-Fun-Control; zeros fill the rest, and stand for 'no control' when None). "
+           "vace_context: VACE's control context (vace_context()), its hints scaled by control_scale.");
   py::class_<drb::models::wan::ExpertSwitch, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::ExpertSwitch>>(
       m, "ExpertSwitch", "Wan2.2-A14B: the high-noise expert while the flow time t >= boundary, then the low-noise one.")
       .def(py::init([](const py::object& high, const py::object& low, double boundary) {

@@ -16,6 +16,7 @@
 #include "derrumbe/models/exported.hpp"
 #include "derrumbe/models/safetensors.hpp"
 #include "derrumbe/models/wan/bundle.hpp"
+#include "derrumbe/models/wan/control.hpp"
 #include "derrumbe/models/wan/denoiser.hpp"
 #include "derrumbe/models/wan/text.hpp"
 #include "derrumbe/models/wan/transformer.hpp"

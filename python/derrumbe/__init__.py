@@ -53,6 +53,7 @@ from ._derrumbe import (
     reduce_frames,
     samplers,
     start_state,
+    vace_context,
     warp_noise,
 )
 
@@ -65,7 +66,7 @@ __all__ = [
     "cfg_zero_combine", "default_model_path", "encode_prompts", "io", "latent_flow", "load_aoti", "load_torchscript", "load_umt5_file",
     "load_wan_transformer_file", "load_wan_vae_file", "prepare_mask",
     "randn", "reduce_frames", "run", "sample", "samplers", "schedules", "sdedit_start", "Shot", "ShotResult",
-    "StageRecord", "start_state", "warp_noise",
+    "StageRecord", "start_state", "vace_context", "warp_noise",
 ]
 
 

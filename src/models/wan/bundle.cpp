@@ -68,6 +68,26 @@ int64_t Bundle::latent_channels() const { return vae->config().z_dim; }
 int64_t Bundle::patch_height() const { return transformer->config().patch_size[1]; }
 int64_t Bundle::patch_width() const { return transformer->config().patch_size[2]; }
 
+int64_t Bundle::concat_channels() const {
+  return transformer->config().in_channels - transformer->config().out_channels;
+}
+bool Bundle::vace() const { return !transformer->config().vace_layers.empty(); }
+
+void Bundle::check_widths(const std::function<std::string(const char*)>& context) const {
+  const TransformerConfig& t = transformer->config();
+  const int64_t z = vae->config().z_dim;
+  check_arg(z == t.out_channels, context("vae") + "the VAE's z_dim (" + std::to_string(z) +
+                                     ") differs from the transformer's out_channels (" +
+                                     std::to_string(t.out_channels) + ")");
+  check_arg(concat_channels() >= 0 && concat_channels() % z == 0,
+            context("transformer") + "the transformer's in_channels (" + std::to_string(t.in_channels) +
+                ") are not the latents plus whole control latents of " + std::to_string(z) +
+                " channels (an image-to-video or inpainting model, which is not supported)");
+  check_arg(text_encoder->config().d_model == t.text_dim,
+            context("text_encoder") + "the text encoder's width (" + std::to_string(text_encoder->config().d_model) +
+                ") differs from the transformer's text_dim (" + std::to_string(t.text_dim) + ")");
+}
+
 std::string Bundle::component_hash(const std::string& component) const {
   Sha256 sha;
   bool any = false;
@@ -96,14 +116,7 @@ Bundle Bundle::load(const std::string& path, at::ScalarType dtype, c10::Device d
       std::make_shared<const UMT5Encoder>(UMT5Encoder::load((root / "text_encoder").string(), dtype, device));
   b.tokenizer = std::make_shared<const Tokenizer>(Tokenizer::load((root / "tokenizer").string()));
   read_scheduler(root / "scheduler", b);
-  check_arg(b.vae->config().z_dim == b.transformer->config().in_channels,
-            "wan model: the VAE's z_dim (" + std::to_string(b.vae->config().z_dim) +
-                ") differs from the transformer's in_channels (" + std::to_string(b.transformer->config().in_channels) +
-                ") in " + path);
-  check_arg(b.text_encoder->config().d_model == b.transformer->config().text_dim,
-            "wan model: the text encoder's width (" + std::to_string(b.text_encoder->config().d_model) +
-                ") differs from the transformer's text_dim (" + std::to_string(b.transformer->config().text_dim) +
-                ") in " + path);
+  b.check_widths([&](const char*) { return "wan model '" + path + "': "; });
   b.files = hash_files(root);
   return b;
 }

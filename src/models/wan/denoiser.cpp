@@ -19,15 +19,59 @@ at::Tensor checked_embeds(const at::Tensor& e, const Transformer& t, const char*
   return e;
 }
 
+at::Tensor checked_control(const at::Tensor& c, int64_t max_channels, const char* name, const std::string& what) {
+  if (!c.defined()) return c;
+  check_arg(max_channels > 0, std::string("WanDenoiser: a control.") + name + " was given, but " + what);
+  check_arg(c.dim() == 5 && c.size(1) <= max_channels && c.numel() > 0,
+            std::string("WanDenoiser: control.") + name + " must be [B, C <= " + std::to_string(max_channels) +
+                ", F, H, W], got " + c10::str(c.sizes()));
+  check_arg(at::isFloatingType(c.scalar_type()) && at::isfinite(c).all().item<bool>(),
+            std::string("WanDenoiser: control.") + name + " must be finite floating point");
+  return c;
+}
+
+// A control of batch 1 or B for a model batch of branches x B (the branches are concatenated
+// along the batch, each with the B items in order).
+at::Tensor batched(const at::Tensor& c, int64_t batch, const char* name) {
+  check_arg(batch % c.size(0) == 0, std::string("WanDenoiser: control.") + name + " batch " +
+                                        std::to_string(c.size(0)) + " does not match the batch " + std::to_string(batch));
+  return c.size(0) == batch ? c : c.repeat({batch / c.size(0), 1, 1, 1, 1});
+}
+
 }  // namespace
 
 WanDenoiser::WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds,
-                         at::Tensor negative_embeds, bool integer_timesteps)
-    : transformer_(std::move(transformer)), integer_timesteps_(integer_timesteps) {
+                         at::Tensor negative_embeds, bool integer_timesteps, WanControl control)
+    : transformer_(std::move(transformer)), integer_timesteps_(integer_timesteps), control_(std::move(control)) {
   check_arg(transformer_ != nullptr, "WanDenoiser: transformer is null");
   check_arg(prompt_embeds.defined(), "WanDenoiser: prompt_embeds is undefined");
   cond_ = checked_embeds(prompt_embeds, *transformer_, "prompt_embeds");
   if (negative_embeds.defined()) uncond_ = checked_embeds(negative_embeds, *transformer_, "negative_embeds");
+  const TransformerConfig& c = transformer_->config();
+  checked_control(control_.concat, c.in_channels - c.out_channels, "concat",
+                  "the transformer takes no channels beyond the latents (in_channels = out_channels)");
+  const bool vace = !c.vace_layers.empty();
+  checked_control(control_.vace, vace ? c.vace_in_channels : 0, "vace", "the transformer has no VACE blocks");
+  check_arg(!control_.vace.defined() || control_.vace.size(1) == c.vace_in_channels,
+            "WanDenoiser: control.vace must have vace_in_channels = " + std::to_string(c.vace_in_channels) +
+                " channels, got " + std::to_string(control_.vace.defined() ? control_.vace.size(1) : 0));
+  check_arg(std::isfinite(control_.scale), "WanDenoiser: control.scale must be finite");
+}
+
+at::Tensor WanDenoiser::with_concat(const at::Tensor& x) const {
+  const int64_t extra = transformer_->config().in_channels - x.size(1);
+  if (extra <= 0) return x;
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape[1] = extra;
+  at::Tensor control = at::zeros(shape, x.options());
+  if (control_.concat.defined()) {
+    const at::Tensor& c = control_.concat;
+    check_arg(c.sizes().slice(2) == x.sizes().slice(2), "WanDenoiser: control.concat is " + c10::str(c.sizes()) +
+                                                            ", the latents are " + c10::str(x.sizes()) +
+                                                            " (frames, height and width must agree)");
+    control.narrow(1, 0, c.size(1)).copy_(batched(c, x.size(0), "concat"));
+  }
+  return at::cat({x, control}, 1);
 }
 
 at::Tensor WanDenoiser::denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) {
@@ -48,8 +92,11 @@ at::Tensor WanDenoiser::denoise(const at::Tensor& x, double sigma, std::span<con
   ParameterizedDenoiser flow(
       [&](const at::Tensor& input, double t) {
         const double timestep = integer_timesteps_ ? std::floor(t * 1000.0) : t * 1000.0;
-        return transformer_->forward(input, at::full({input.size(0)}, timestep, input.options().dtype(at::kFloat)),
-                                     context);
+        const at::Tensor& vace = control_.vace;
+        return transformer_->forward(
+            with_concat(input), at::full({input.size(0)}, timestep, input.options().dtype(at::kFloat)), context,
+            vace.defined() ? batched(vace, input.size(0), "vace") : vace,
+            control_.scale);
       },
       Prediction::flow);
   return flow.denoise(x, sigma);

@@ -192,7 +192,7 @@ bool vae_is_original(const std::vector<std::string>& names) {
 // --- JSON of the configs (the inferred values as config.json fields) --------------------------------
 
 json to_json(const TransformerConfig& c) {
-  return {{"patch_size", {c.patch_size[0], c.patch_size[1], c.patch_size[2]}},
+  json j = {{"patch_size", {c.patch_size[0], c.patch_size[1], c.patch_size[2]}},
           {"num_attention_heads", c.num_attention_heads},
           {"attention_head_dim", c.attention_head_dim},
           {"in_channels", c.in_channels},
@@ -205,6 +205,11 @@ json to_json(const TransformerConfig& c) {
           {"qk_norm", c.qk_norm},
           {"eps", c.eps},
           {"rope_max_seq_len", c.rope_max_seq_len}};
+  if (!c.vace_layers.empty()) {
+    j["vace_layers"] = c.vace_layers;
+    j["vace_in_channels"] = c.vace_in_channels;
+  }
+  return j;
 }
 
 json to_json(const UMT5Config& c) {
@@ -293,13 +298,7 @@ Bundle assemble(const Parts& p, at::ScalarType dtype, c10::Device device,
       component(context("tokenizer"), [&] { return std::make_shared<const Tokenizer>(Tokenizer::load(p.tokenizer)); });
   b.scheduler = p.scheduler;
   b.flow_shift = p.flow_shift;
-  check_arg(b.vae->config().z_dim == b.transformer->config().in_channels,
-            context("vae") + "the VAE's z_dim (" + std::to_string(b.vae->config().z_dim) +
-                ") differs from the transformer's in_channels (" +
-                std::to_string(b.transformer->config().in_channels) + ")");
-  check_arg(b.text_encoder->config().d_model == b.transformer->config().text_dim,
-            context("text_encoder") + "the text encoder's width (" + std::to_string(b.text_encoder->config().d_model) +
-                ") differs from the transformer's text_dim (" + std::to_string(b.transformer->config().text_dim) + ")");
+  b.check_widths(context);
   hash_component("transformer", p.transformer, b.files);
   hash_component("vae", p.vae, b.files);
   hash_component("text_encoder", p.text_encoder, b.files);
@@ -381,6 +380,8 @@ std::string original_transformer_key(const std::string& diffusers) {
       {"ffn.net.2", "ffn.2"},
       {"norm2", "norm3"},
       {"scale_shift_table", "modulation"},
+      {".proj_in.", ".before_proj."},  // VACE blocks (the top-level proj_out returned above)
+      {".proj_out.", ".after_proj."},
   };
   for (const auto& [from, to] : renames) {
     const std::string f(from), t(to);
@@ -586,9 +587,8 @@ TransformerConfig infer_transformer_config(const Checkpoint& weights, const std:
     check(!starts_with(d, "condition_embedder.image_embedder") && d.find(".add_k_proj") == std::string::npos,
           ErrorCode::unsupported,
           "wan transformer: '" + name + "' belongs to an image-to-video model; only text-to-video models load");
-    check(!starts_with(d, "vace_") && !starts_with(d, "motion_encoder.") && !starts_with(d, "face_"),
-          ErrorCode::unsupported,
-          "wan transformer: '" + name + "' belongs to a VACE / Animate model; only text-to-video models load");
+    check(!starts_with(d, "motion_encoder.") && !starts_with(d, "face_"), ErrorCode::unsupported,
+          "wan transformer: '" + name + "' belongs to an Animate model; it does not load");
   }
 
   check_is_a(n.has("patch_embedding.weight") || !indices(n.keys(), "blocks.").empty(), "Wan transformer", weights);
@@ -618,6 +618,18 @@ TransformerConfig infer_transformer_config(const Checkpoint& weights, const std:
   if (c.num_layers > 0) {
     c.ffn_dim = n.need("blocks.0.ffn.net.0.proj.weight", 2)[0];
     c.cross_attn_norm = n.has("blocks.0.norm2.weight");
+  }
+  // VACE: n blocks spread evenly over the layers, as both released models have them (1.3B:
+  // every 2nd of 30, 14B: every 5th of 40); a config's vace_layers overrides the spacing.
+  const std::set<int64_t> vace = indices(n.keys(), "vace_blocks.");
+  if (!vace.empty()) {
+    const int64_t count = *vace.rbegin() + 1;
+    c.vace_in_channels = n.need("vace_patch_embedding.weight", 5)[1];
+    const int64_t stride = c.num_layers % count == 0 ? c.num_layers / count : 0;
+    check(stride > 0 || overrides.contains("vace_layers"), ErrorCode::parse,
+          "wan transformer: " + std::to_string(count) + " VACE blocks do not spread evenly over " +
+              std::to_string(c.num_layers) + " layers; give the config's vace_layers");
+    for (int64_t i = 0; i < count; ++i) c.vace_layers.push_back(i * stride);
   }
   // Heads: Wan's are 128 wide; a config may say otherwise (either field fixes the other).
   const auto int_override = [&](const char* key) -> int64_t {

@@ -202,6 +202,25 @@ at::Tensor transformer_block(const Params& p, const std::string& prefix, const T
   return (x.to(at::kFloat) + out.to(at::kFloat) * c_gate_msa).to(x.scalar_type());
 }
 
+// WanVACETransformer3DModel's control branch: the context patch-embedded, the first VACE block
+// adding its proj_in to the embedded stream `x`, each block's proj_out kept as the hint for its
+// layer. Every VACE block sees the stream before the main blocks, as in the reference.
+std::vector<at::Tensor> vace_hints(const Params& p, const TransformerConfig& c, const at::Tensor& x,
+                                   const at::Tensor& control, const Conditions& cond, const Rope& rope) {
+  const auto& ps = c.patch_size;
+  at::Tensor h = at::conv3d(control, param(p, "vace_patch_embedding.weight"),
+                            param(p, "vace_patch_embedding.bias"), {ps[0], ps[1], ps[2]});
+  h = h.flatten(2).transpose(1, 2).contiguous();
+  std::vector<at::Tensor> hints;
+  for (size_t i = 0; i < c.vace_layers.size(); ++i) {
+    const std::string prefix = "vace_blocks." + std::to_string(i);
+    if (i == 0) h = linear(p, prefix + ".proj_in", h) + x;
+    h = transformer_block(p, prefix, c, std::move(h), cond.context, cond.timestep_proj, rope);
+    hints.push_back(linear(p, prefix + ".proj_out", h));
+  }
+  return hints;
+}
+
 // --- parameters ------------------------------------------------------------------------------
 
 int64_t inner_dim(const TransformerConfig& c) { return c.num_attention_heads * c.attention_head_dim; }
@@ -222,8 +241,8 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_parameters(co
   lin("condition_embedder.time_proj", dim, 6 * dim);
   lin("condition_embedder.text_embedder.linear_1", c.text_dim, dim);
   lin("condition_embedder.text_embedder.linear_2", dim, dim);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
+  // A WanTransformerBlock (WanVACETransformerBlock has the same parameters, plus its projections).
+  auto block = [&](const std::string& b) {
     out.push_back({b + "scale_shift_table", {1, 6, dim}});
     for (const char* attn : {"attn1", "attn2"}) {
       for (const char* proj : {".to_q", ".to_k", ".to_v", ".to_out.0"}) lin(b + attn + proj, dim, dim);
@@ -236,6 +255,17 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_parameters(co
     }
     lin(b + "ffn.net.0.proj", dim, c.ffn_dim);
     lin(b + "ffn.net.2", c.ffn_dim, dim);
+  };
+  for (int64_t i = 0; i < c.num_layers; ++i) block("blocks." + std::to_string(i) + ".");
+  if (!c.vace_layers.empty()) {
+    out.push_back({"vace_patch_embedding.weight", {dim, c.vace_in_channels, ps[0], ps[1], ps[2]}});
+    out.push_back({"vace_patch_embedding.bias", {dim}});
+  }
+  for (size_t i = 0; i < c.vace_layers.size(); ++i) {
+    const std::string b = "vace_blocks." + std::to_string(i) + ".";
+    if (i == 0) lin(b + "proj_in", dim, dim);  // only the first VACE block takes the stream in
+    block(b);
+    lin(b + "proj_out", dim, dim);
   }
   lin("proj_out", dim, c.out_channels * ps[0] * ps[1] * ps[2]);
   out.push_back({"scale_shift_table", {1, 2, dim}});
@@ -272,6 +302,18 @@ void validate(const TransformerConfig& c) {
             "wan transformer config: 'attention_head_dim' must be even for the rotary embedding, got " +
                 std::to_string(c.attention_head_dim));
   check_arg(c.eps > 0 && std::isfinite(c.eps), "wan transformer config: 'eps' must be positive and finite");
+  if (c.vace_layers.empty()) return;
+  // diffusers requires layer 0 and layers below num_layers; hints are added in block order, so
+  // the list is taken strictly increasing (an unsorted list would be a different model there).
+  std::string layers;
+  for (int64_t l : c.vace_layers) layers += (layers.empty() ? "" : ", ") + std::to_string(l);
+  check_arg(c.vace_layers.front() == 0, "wan transformer config: 'vace_layers' must start at layer 0, got [" + layers + "]");
+  for (size_t i = 1; i < c.vace_layers.size(); ++i)
+    check_arg(c.vace_layers[i] > c.vace_layers[i - 1],
+              "wan transformer config: 'vace_layers' must be strictly increasing, got [" + layers + "]");
+  check_arg(c.vace_layers.back() < c.num_layers, "wan transformer config: 'vace_layers' [" + layers +
+                                                     "] exceed the " + std::to_string(c.num_layers) + " layers");
+  positive(c.vace_in_channels, "vace_in_channels");
 }
 
 }  // namespace
@@ -319,6 +361,15 @@ TransformerConfig TransformerConfig::from_json(const std::string& json_text) {
   get_int("ffn_dim", c.ffn_dim);
   get_int("num_layers", c.num_layers);
   get_int("rope_max_seq_len", c.rope_max_seq_len);
+  if (j.contains("vace_layers")) {
+    const json& v = j["vace_layers"];
+    if (!v.is_array() || v.empty()) throw bad("vace_layers", v, "a non-empty list of integers");
+    for (const json& l : v) {
+      if (!l.is_number_integer()) throw bad("vace_layers", v, "a non-empty list of integers");
+      c.vace_layers.push_back(l.get<int64_t>());
+    }
+    get_int("vace_in_channels", c.vace_in_channels);
+  }
   if (j.contains("cross_attn_norm")) {
     if (!j["cross_attn_norm"].is_boolean()) throw bad("cross_attn_norm", j["cross_attn_norm"], "a boolean");
     c.cross_attn_norm = j["cross_attn_norm"].get<bool>();
@@ -377,8 +428,8 @@ std::string diffusers_key(const std::string& key) {
       {"ffn.0", "ffn.net.0.proj"},
       {"ffn.2", "ffn.net.2"},
       {"norm3", "norm2"},
-      // image-to-video and VACE names (not loadable yet: they end up as "unexpected keys" with
-      // their diffusers names)
+      // image-to-video names (not loadable yet: they end up as "unexpected keys" with their
+      // diffusers names) and VACE's
       {"img_emb.proj.0", "condition_embedder.image_embedder.norm1"},
       {"img_emb.proj.1", "condition_embedder.image_embedder.ff.net.0.proj"},
       {"img_emb.proj.3", "condition_embedder.image_embedder.ff.net.2"},
@@ -505,8 +556,8 @@ Transformer Transformer::load(const std::string& directory, at::ScalarType dtype
 
 // --- forward -------------------------------------------------------------------------------
 
-at::Tensor Transformer::forward(const at::Tensor& hidden_states, const at::Tensor& timestep,
-                                const at::Tensor& context) const {
+at::Tensor Transformer::forward(const at::Tensor& hidden_states, const at::Tensor& timestep, const at::Tensor& context,
+                                const at::Tensor& control, double control_scale) const {
   const TransformerConfig& c = config_;
   const at::Tensor& patch_w = param(params_, "patch_embedding.weight");
   const at::ScalarType dtype = patch_w.scalar_type();
@@ -546,6 +597,16 @@ at::Tensor Transformer::forward(const at::Tensor& hidden_states, const at::Tenso
                 std::to_string(c.text_dim) + "], got " +
                 (context.defined() ? shape_str(context.sizes()) : std::string("(none)")));
   check_arg(at::isFloatingType(context.scalar_type()), "wan transformer: context must be floating point");
+  if (control.defined()) {
+    check_arg(!c.vace_layers.empty(), "wan transformer: a control context was given, but the model has no VACE blocks "
+                                      "(a channel-concatenation control model takes it in hidden_states' channels)");
+    const std::vector<int64_t> want{B, c.vace_in_channels, hidden_states.size(2), hidden_states.size(3),
+                                    hidden_states.size(4)};
+    check_arg(control.sizes() == at::IntArrayRef(want) && at::isFloatingType(control.scalar_type()),
+              "wan transformer: control must be floating point [B, vace_in_channels, F, H, W] = " + shape_str(want) +
+                  ", got " + shape_str(control.sizes()));
+    check_arg(std::isfinite(control_scale), "wan transformer: control_scale must be finite");
+  }
 
   c10::NoGradGuard no_grad;
   const at::Tensor x_in = hidden_states.to(device, dtype);
@@ -559,9 +620,14 @@ at::Tensor Transformer::forward(const at::Tensor& hidden_states, const at::Tenso
   x = x.flatten(2).transpose(1, 2).contiguous();
 
   const Conditions cond = condition_embedder(params_, c, t_in, ctx_in);
-  for (int64_t i = 0; i < c.num_layers; ++i)
+  const std::vector<at::Tensor> hints =
+      control.defined() ? vace_hints(params_, c, x, control.to(device, dtype), cond, rope) : std::vector<at::Tensor>{};
+  size_t next_hint = 0;
+  for (int64_t i = 0; i < c.num_layers; ++i) {
     x = transformer_block(params_, "blocks." + std::to_string(i), c, std::move(x), cond.context, cond.timestep_proj,
                           rope);
+    if (next_hint < hints.size() && c.vace_layers[next_hint] == i) x = x + hints[next_hint++] * control_scale;
+  }
 
   // Output head: its own (1, 2, dim) table plus temb (pitfall 3), shift then scale; norm_out has
   // no affine.

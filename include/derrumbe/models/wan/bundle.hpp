@@ -4,6 +4,7 @@
 // the scheduler's default shift) read from its configs and the SHA-256 of every file it holds
 // (a shot's sidecar names the exact weights it was made with).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,11 +30,21 @@ struct DRB_EXPORT Bundle {
   // What a shot's sizes must respect, read from the loaded configs.
   int64_t spatial_factor() const;   // pixels per latent pixel (the VAE's)
   int64_t temporal_factor() const;  // video frames per latent frame after the first
-  int64_t latent_channels() const;  // the VAE's z_dim (= the transformer's in_channels)
+  int64_t latent_channels() const;  // the VAE's z_dim (= the transformer's out_channels)
+  // How the transformer takes a control video: channels appended to the noisy latents
+  // (in_channels - out_channels; Wan2.1-Fun-Control: 32 = control + reference-image latents),
+  // or VACE blocks (vace_layers). Both 0 / false for a text-to-video model.
+  int64_t concat_channels() const;
+  bool vace() const;
   int64_t patch_height() const;     // latent pixels per transformer token, vertically
   int64_t patch_width() const;
   // The SHA-256 over the hashes of one component's files ("transformer", "vae", ...).
   std::string component_hash(const std::string& component) const;
+  // The components fit together: the VAE's z_dim is the transformer's out_channels, its
+  // concatenated channels are whole latents, the text encoder's width is its text_dim. An error
+  // (ErrorCode::invalid_argument) starts with context(the component at fault: "vae", "transformer",
+  // "text_encoder").
+  void check_widths(const std::function<std::string(const char*)>& context) const;
 
   // Loads a diffusers Wan directory. Missing components, files or configs are errors naming
   // them (ErrorCode::file_not_found for a missing path); a VAE whose z_dim differs from the

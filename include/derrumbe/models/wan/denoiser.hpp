@@ -12,18 +12,38 @@
 
 namespace drb::models::wan {
 
+// A control video in the form the transformer takes it (control.hpp builds both), the same for
+// every branch, as the Fun-Control and VACE pipelines pass it.
+struct WanControl {
+  // Channel concatenation (in_channels > out_channels, Wan2.1-Fun-Control): latents
+  // [1 or B, C, F, H, W] appended to the noisy latents, zeros after them up to in_channels (the
+  // reference-image slot, left empty as ComfyUI's WanFunControlToVideo leaves it). Undefined:
+  // all zeros, the "no control" such models are trained with.
+  at::Tensor concat;
+  // VACE: the context [1 or B, vace_in_channels, F, H, W] and the hints' scale (undefined: the
+  // model runs without its VACE blocks).
+  at::Tensor vace;
+  double scale = 1.0;
+};
+
 class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
  public:
   // prompt_embeds, negative_embeds: [1, L, text_dim] (shared by the batch) or [B, L, text_dim];
-  // negative_embeds may be undefined when only the cond branch is used (scale 1).
+  // negative_embeds may be undefined when only the cond branch is used (scale 1). A control the
+  // transformer cannot take (concat latents for a model without extra in_channels, or more
+  // than it has; a VACE context for a model without VACE blocks) is an error here.
   WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Tensor prompt_embeds, at::Tensor negative_embeds = {},
-              bool integer_timesteps = false);
+              bool integer_timesteps = false, WanControl control = {});
   at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
 
  private:
+  // x's channels followed by the control's (zero-padded), batch `batch`.
+  at::Tensor with_concat(const at::Tensor& x) const;
+
   std::shared_ptr<const Transformer> transformer_;
   at::Tensor cond_, uncond_;
   bool integer_timesteps_;
+  WanControl control_;
 };
 
 // Wan2.2-A14B: two experts, `high` while the flow time t >= boundary (boundary_ratio, 0.875

@@ -2,7 +2,11 @@
 // patch embedding, 3D RoPE, adaLN modulation with the scale-shift tables, self-attention with
 // RMS qk-norm across heads, cross-attention to the text, gelu-tanh FFN, fp32 residual stream
 // and modulation. Parameter names equal the diffusers safetensors keys; files in the
-// original/ComfyUI layout are mapped on load. Text-to-video only (no image branch yet).
+// original/ComfyUI layout are mapped on load. Text-to-video, with the two ways the public Wan
+// control models take a control video: VACE (WanVACETransformer3DModel: a second stack of
+// blocks over the control context whose outputs are added after chosen main blocks) and
+// channel concatenation (Wan2.1-Fun-Control: in_channels > out_channels, the control latents
+// appended to the noisy latents by the caller, see WanDenoiser). No image branch yet.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -10,6 +14,7 @@
 #include <array>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "derrumbe/models/safetensors.hpp"
 
@@ -30,6 +35,11 @@ struct TransformerConfig {
   std::string qk_norm = "rms_norm_across_heads";
   double eps = 1e-6;
   int64_t rope_max_seq_len = 1024;
+  // VACE (WanVACETransformer3DModel): the main blocks after which a VACE block's hint is added,
+  // strictly increasing and starting at 0; empty for a plain model. vace_in_channels: the
+  // control context's channels (Wan2.1-VACE: 96 = inactive and reactive latents, 8x8 mask).
+  std::vector<int64_t> vace_layers;
+  int64_t vace_in_channels = 96;
 
   // From config.json text (unknown keys are ignored; image_dim / added_kv_proj_dim set to a
   // non-null value are ErrorCode::unsupported; a bad value is an error naming the key).
@@ -54,7 +64,11 @@ class DRB_EXPORT Transformer {
   // (or [B, tokens] per-token timesteps as Wan2.2-TI2V uses them), context [B, L, text_dim]
   // (zero-padded prompt embeddings, attended to in full as the reference does). Returns the
   // flow prediction [B, out_channels, F, H, W] in hidden_states' dtype. No autograd state.
-  at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& timestep, const at::Tensor& context) const;
+  // VACE models take `control` [B, vace_in_channels, F, H, W] (vace_context in control.hpp),
+  // each hint scaled by `control_scale`; without it they run as the plain text-to-video model
+  // (no hints). A control given to a model without VACE blocks is an error.
+  at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& timestep, const at::Tensor& context,
+                     const at::Tensor& control = {}, double control_scale = 1.0) const;
 
   const TransformerConfig& config() const { return config_; }
   // Parameters by diffusers name (for tests and tools).
