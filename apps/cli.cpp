@@ -114,8 +114,8 @@ pipeline::CameraChoice camera_choice(const std::string& text) {
 }
 
 struct GenerateArgs {
-  std::string scene, camera, model, prompt, negative, sidecar, out, params_file, cache, sampler, plate;
-  std::optional<double> intensity, fps, strength;
+  std::string scene, camera, model, prompt, negative, sidecar, out, params_file, cache, sampler, plate, control;
+  std::optional<double> intensity, fps, strength, control_scale;
   std::optional<int64_t> steps, frames, width, height, first_frame;
   std::optional<uint64_t> seed;
   std::vector<uint64_t> seeds;
@@ -142,6 +142,9 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
   g->add_option("--fps", a.fps, "Frames per second (default: the scene's)");
   g->add_option("--first-frame", a.first_frame, "Number of the first written frame (default 1001)");
   g->add_option("--strength", a.strength, "SDEdit strength from the proxy render, (0, 1]");
+  g->add_option("--control", a.control,
+                "Control video for a control model: auto, none, proxy, depth, coverage (default auto)");
+  g->add_option("--control-scale", a.control_scale, "VACE control scale (default 1)");
   g->add_option("--plate", a.plate, "Background plate: image sequence (name.%04d.png / .exr) or video");
   g->add_option("--seeds", a.seeds, "Variations: one shot per seed (each in its own folder)")->delimiter(',');
   g->add_option("--intensities", a.intensities, "Variations: one shot per intensity")->delimiter(',');
@@ -188,6 +191,8 @@ int generate(const GenerateArgs& a) {
   if (a.fps) p.fps = *a.fps;
   if (a.first_frame) p.first_frame = *a.first_frame;
   if (a.strength) p.guide.sdedit_strength = *a.strength;
+  if (!a.control.empty()) p.guide.control = a.control;
+  if (a.control_scale) p.guide.control_scale = *a.control_scale;
   if (!a.out.empty()) p.output.dir = a.out;
   if (!a.cache.empty()) p.cache_dir = a.cache;
   if (a.preview) p.preview = true;

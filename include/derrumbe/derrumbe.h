@@ -281,6 +281,10 @@ typedef struct drb_shot_params {
   int has_intensity;
   int preview;              /* non-zero: render a preview (half size, half steps, under
                                {output_dir}/preview); 0: keep */
+  /* the control video of a control model (guide.control and guide.control_scale of ShotParams) */
+  const char* control;      /* "auto", "none", "proxy", "depth", "coverage"; NULL: keep */
+  double control_scale;     /* VACE's hint scale, used when has_control_scale != 0 */
+  int has_control_scale;
 } drb_shot_params;
 DRB_CAPI void drb_shot_params_init(drb_shot_params* params);
 

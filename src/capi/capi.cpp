@@ -218,6 +218,8 @@ drb::pipeline::ShotParams shot_params_of(const drb_shot_params& p) {
   if (p.prompt != nullptr) s.prompt = p.prompt;
   if (p.has_intensity != 0) s.intensity = p.intensity;
   if (p.preview != 0) s.preview = true;
+  if (p.control != nullptr) s.guide.control = p.control;
+  if (p.has_control_scale != 0) s.guide.control_scale = p.control_scale;
   return s;
 }
 

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 
 #include "../core/json_fields.hpp"
 #include "derrumbe/io/exr.hpp"
@@ -35,6 +36,8 @@ void fields(S& g, V&& v) {
   v("mask_feather", g.mask_feather);
   v("repaint", g.repaint);
   v("free_tail_steps", g.free_tail_steps);
+  v("control", g.control);
+  v("control_scale", g.control_scale);
   v("flow_energy", g.flow_energy);
   v("flow_energy_sigma_start", g.flow_energy_sigma_start);
   v("flow_energy_sigma_end", g.flow_energy_sigma_end);
@@ -178,6 +181,9 @@ void ShotParams::validate() const {
   require(guide.mask_feather >= 0 && guide.mask_feather <= 256, "guide.mask_feather", "must be in [0, 256]");
   require(guide.repaint >= 0 && guide.repaint <= 7, "guide.repaint", "must be in [0, 7]");
   require(guide.free_tail_steps >= 0, "guide.free_tail_steps", "must be non-negative");
+  require_known("guide.control", guide.control, {"auto", "none", "proxy", "depth", "coverage"});
+  require(std::isfinite(guide.control_scale) && guide.control_scale >= 0 && guide.control_scale <= 10,
+          "guide.control_scale", "must be in [0, 10]");
   require(guide.flow_energy >= 0, "guide.flow_energy", "must be non-negative");
   require(!output.dir.empty(), "output.dir", "must not be empty");
   require(!output.name.empty() && output.name.find('/') == std::string::npos, "output.name",

@@ -19,6 +19,7 @@
 #include "derrumbe/io/image.hpp"
 #include "derrumbe/io/video.hpp"
 #include "derrumbe/models/safetensors.hpp"
+#include "derrumbe/models/wan/control.hpp"
 #include "derrumbe/models/wan/denoiser.hpp"
 #include "derrumbe/physics/io.hpp"
 #include "derrumbe/physics/simulate.hpp"
@@ -381,8 +382,33 @@ class Run {
     return mask;
   }
 
+  // The control video the shot gives the model: guide.control resolved against what the model
+  // takes ("none" for a model that takes none).
+  std::string control_kind() const {
+    const bool takes = m_.vace() || m_.concat_channels() > 0;
+    const std::string& c = p_.guide.control;
+    if (c == "auto") return takes ? "proxy" : "none";
+    check_arg(c == "none" || takes, "shot: guide.control = '" + c + "', but the model '" + m_.path +
+                                        "' takes no control video (it has neither VACE blocks nor control channels)");
+    return c;
+  }
+
+  // The control video's frames [F, 3, H, W] in [0, 1] from the renderer's passes.
+  at::Tensor control_video(const std::vector<render::AOVs>& aovs, const std::string& kind) const {
+    if (kind == "proxy") return linear_to_srgb(render::aovs_to_tensor(aovs, {"R", "G", "B"}));
+    at::Tensor grey;
+    if (kind == "coverage") grey = render::aovs_to_tensor(aovs, {"A"});
+    if (kind == "depth") {  // inverse depth, 0 where nothing was hit (Z = inf), 1 at the nearest point
+      grey = 1.0 / render::aovs_to_tensor(aovs, {"Z"});
+      grey = grey / grey.max().clamp_min(1e-12);
+    }
+    check(grey.defined(), ErrorCode::internal, "shot: unknown control '" + kind + "'");
+    return grey.expand({-1, 3, -1, -1}).clamp(0, 1);
+  }
+
   Tensors conditioning(const std::vector<render::AOVs>& aovs) {
     const GuidanceParams& g = p_.guide;
+    const std::string control = control_kind();
     std::string mask_ids;
     for (int64_t id : g.mask_ids) mask_ids += std::to_string(id) + ",";
     std::string mask_sources;
@@ -393,12 +419,20 @@ class Run {
                                 .field(plate_hash())
                                 .field(mask_sources + ";" + mask_ids + ";" + std::to_string(g.mask_dilate) + ";" +
                                        std::to_string(g.mask_feather))
+                                .field(control + (m_.vace() ? ";vace" : ";concat"))
                                 .hex();
     cond_key_ = key;
     const std::string path = entry("conditioning", key, ".safetensors");
     return stage<Tensors>("conditioning", key, [&] { return load_tensors(path); }, [&] {
       Tensors t;
-      t["proxy"] = encode(linear_to_srgb(render::aovs_to_tensor(aovs, {"R", "G", "B"})));
+      t["proxy"] = encode(control_video(aovs, "proxy"));
+      if (control != "none") {
+        const at::Tensor video = control_video(aovs, control);
+        if (m_.vace())
+          t["control"] = models::wan::vace_context(*m_.vae, to_vae_video(video));
+        else
+          t["control"] = control == "proxy" ? t["proxy"] : encode(video);
+      }
       if (!g.plate.empty()) {
         at::Tensor plate = from_images(io::read_plate(g.plate, plate_first_frame(), p_.frames));
         if (plate.size(2) != p_.height || plate.size(3) != p_.width)
@@ -464,10 +498,13 @@ class Run {
   }
 
   // The prompt-conditioned model with classifier-free guidance (or a variant).
-  std::shared_ptr<Denoiser> denoiser(const Tensors& text) const {
+  std::shared_ptr<Denoiser> denoiser(const Tensors& text, const Tensors& cond) const {
+    models::wan::WanControl control;
+    if (cond.count("control")) (m_.vace() ? control.vace : control.concat) = cond.at("control");
+    control.scale = p_.guide.control_scale;
     // Wan's UniPC scheduler hands the transformer integer timesteps; FlowMatchEuler does not.
     auto wan = std::make_shared<models::wan::WanDenoiser>(m_.transformer, text.at("cond"), text.at("uncond"),
-                                                         p_.schedule == "flow_unipc");
+                                                         p_.schedule == "flow_unipc", control);
     GuidanceOptions guidance;
     guidance.method = p_.guidance;
     guidance.scale = p_.guidance_scale;
@@ -500,7 +537,7 @@ class Run {
     settings << p_.sampler << ";" << p_.schedule << ";" << p_.steps << ";" << p_.shift.value_or(m_.flow_shift) << ";"
              << p_.guidance << ";" << p_.guidance_scale << ";" << p_.seed << ";" << g.sdedit_strength << ";"
              << g.composite << ";" << g.repaint << ";" << g.free_tail_steps << ";" << g.flow_energy << ";"
-             << g.flow_energy_sigma_start << ";" << g.flow_energy_sigma_end;
+             << g.flow_energy_sigma_start << ";" << g.flow_energy_sigma_end << ";" << g.control_scale;
     return stage_hash("sample")
         .field(text_key_)
         .field(cond_key_)
@@ -526,7 +563,7 @@ class Run {
           SamplerState state = fs::exists(state_path) ? resumed_state(state_path) : start_state(p_.sampler, start.x);
           SampleOptions options;
           options.noise_address.seed = p_.seed;
-          const std::shared_ptr<Denoiser> model = guide::guided(denoiser(text), guidance(cond, noise), options);
+          const std::shared_ptr<Denoiser> model = guide::guided(denoiser(text, cond), guidance(cond, noise), options);
           run_checkpointed(*model, state, start.sigmas, options, state_path);
           save_tensors(latents_path, {{"latents", state.x}});
           fs::remove(state_path);

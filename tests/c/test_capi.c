@@ -359,6 +359,12 @@ static void test_shot(void) {
   p.intensity = 0.25;
   p.has_intensity = 1;
   p.preview = 1;
+  p.control = "sideways";
+  CHECK(drb_shot_create(&p, model, &shot) == DRB_ERR_INVALID_ARGUMENT && shot == NULL);
+  CHECK(strstr(drb_last_error(), "guide.control") != NULL && strstr(drb_last_error(), "sideways") != NULL);
+  p.control = "depth";
+  p.control_scale = 0.0; /* a set zero is kept (has_control_scale) */
+  p.has_control_scale = 1;
   CHECK(drb_shot_create(&p, model, &shot) == DRB_OK && shot != NULL);
   CHECK(drb_shot_params_json(shot, text, 8, &needed) == DRB_ERR_INVALID_ARGUMENT && needed > 8);
   CHECK(drb_shot_params_json(shot, text, sizeof text, &needed) == DRB_OK && needed == strlen(text) + 1);
@@ -367,8 +373,11 @@ static void test_shot(void) {
   CHECK(strstr(text, "\"intensity\": 0.25") != NULL && strstr(text, "\"preview\": true") != NULL);
   CHECK(strstr(text, "\"exr\": false") != NULL && strstr(text, "\"width\": 64") != NULL);
   CHECK(strstr(text, dir) != NULL);
+  CHECK(strstr(text, "\"control\": \"depth\"") != NULL && strstr(text, "\"control_scale\": 0.0") != NULL);
   p.preview = 0;
   p.has_intensity = 0;
+  p.control = NULL;
+  p.has_control_scale = 0;
   drb_shot_free(shot);
   shot = NULL;
   CHECK(drb_shot_create(&p, model, &shot) == DRB_OK);

@@ -6,7 +6,8 @@
 //   simulate      the scene (after the intensity/fps overrides) or the imported file's bytes
 //   render        simulate + camera, frames, size
 //   text          the text encoder's and tokenizer's files, prompts, sequence length
-//   conditioning  render + the VAE's files, plate file bytes, mask settings  (seed-independent)
+//   conditioning  render + the VAE's files, plate file bytes, mask and control settings
+//                 (seed-independent)
 //   noise         render + seed, warp settings, latent size                 (seed-dependent)
 //   sample        text + conditioning + noise + the transformer's files, sampler settings
 //   decode        sample + the VAE's files
@@ -59,6 +60,13 @@ struct GuidanceParams {
   int64_t mask_dilate = 4, mask_feather = 4;  // pixels
   int64_t repaint = 0;                        // RePaint passes per step (0 to 7)
   int64_t free_tail_steps = 2;                // last steps without composition
+  // The control video for a model that takes one (VACE, or channel concatenation as
+  // Wan2.1-Fun-Control; the default model): "proxy" (the proxy render), "depth" (inverse depth,
+  // near white, normalized over the shot, as depth-control videos are), "coverage" (the pieces'
+  // alpha), "none"; "auto": "proxy" for such a model, "none" otherwise. Naming a control for a
+  // model that takes none is an error. control_scale: VACE's hint scale (conditioning_scale).
+  std::string control = "auto";
+  double control_scale = 1.0;
   // Flow-warp consistency energy on the predicted x0 (0: off) and its sigma interval.
   double flow_energy = 0.05;
   double flow_energy_sigma_start = std::numeric_limits<double>::infinity();
