@@ -1,0 +1,139 @@
+"""Trains the default model's VAE: a small Wan2.1 VAE (diffusers' AutoencoderKLWan, common.VAE)
+on the Cycles frames of the training clips, so that its latents describe path-traced pictures.
+
+    python training/train_vae.py --data data --out runs/vae [--steps 3000] [--minutes 110]
+
+Loss: L1 reconstruction of random 5-frame 64x64 windows (random horizontal flips) plus a
+small KL term that keeps the posterior a Gaussian near the prior. Resumable: the state is
+saved every 5 minutes and at the time limit (runs/vae/checkpoint.pt), a rerun continues. When
+the last step is done it measures the per-channel mean and std of the latents over the
+training clips (the normalization Wan's VAE config carries as latents_mean / latents_std) and
+writes the finished VAE with save_pretrained to OUT/vae (float32), and the loss curve to
+OUT/vae_loss.png.
+"""
+import argparse
+import os
+import random
+
+import torch
+from diffusers import AutoencoderKLWan
+
+import common
+
+# A training window: 5 frames (1 + 4: the causal VAE's first frame and one chunk of 4) and a
+# 64x64 crop; the VAE is convolutional, and crops give 7x more windows an hour than whole
+# 9-frame clips (measured: 10 s a step of two 9 x 96 x 160 windows on the two cores).
+WINDOW, CROP = 5, 64
+KL_WEIGHT = 1e-4
+
+
+def windows(clips, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """`batch` random windows [B, 3, WINDOW, CROP, CROP] in [-1, 1], randomly mirrored."""
+    out = []
+    for _ in range(batch):
+        frames = clips[int(torch.randint(len(clips), (1,), generator=gen))]
+        first = int(torch.randint(frames.shape[0] - WINDOW + 1, (1,), generator=gen))
+        top = int(torch.randint(frames.shape[2] - CROP + 1, (1,), generator=gen))
+        left = int(torch.randint(frames.shape[3] - CROP + 1, (1,), generator=gen))
+        x = common.to_vae(frames[first:first + WINDOW, :, top:top + CROP, left:left + CROP])[0]
+        if bool(torch.rand((), generator=gen) < 0.5):
+            x = x.flip(-1)
+        out.append(x)
+    return torch.stack(out)
+
+
+def loss_of(model: AutoencoderKLWan, x: torch.Tensor, gen: torch.Generator):
+    posterior = model.encode(x).latent_dist
+    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+    recon = model.decode(z).sample
+    l1 = (recon - x).abs().mean()
+    kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1 - posterior.logvar).mean()
+    return l1, kl
+
+
+@torch.no_grad()
+def latent_statistics(model: AutoencoderKLWan, clips) -> tuple:
+    """Per-channel mean and std of the posterior means over every training clip."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for frames in clips:
+        mu = model.encode(common.to_vae(frames)).latent_dist.mean.double()  # [1, z, f, h, w]
+        total = total + mu.sum(dim=(0, 2, 3, 4))
+        total_sq = total_sq + mu.pow(2).sum(dim=(0, 2, 3, 4))
+        count += mu[:, 0].numel()
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--out", default="runs/vae")
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--minutes", type=float, default=110.0, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop (with a checkpoint) at this step, as the time limit does")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+
+    folders = common.clip_folders(args.data, "train")
+    if not folders:
+        raise SystemExit(f"no training clips under {args.data}/train (run training/make_data.py)")
+    clips = [torch.load(os.path.join(f, "frames.pt")) for f in folders]
+    model = AutoencoderKLWan(**common.VAE).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    step, losses, seconds = 0, {"l1": [], "kl": []}, 0.0  # seconds: of the earlier runs it resumes
+    checkpoint = os.path.join(args.out, "checkpoint.pt")
+    state = common.load_checkpoint(checkpoint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["gen"])
+        step, losses, seconds = state["step"], state["losses"], state["seconds"]
+        print(f"resumed at step {step} after {seconds:.0f} s")
+    clock = common.Clock(args.minutes * 60)
+
+    def save():
+        common.save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "gen": gen.get_state(), "step": step, "losses": losses,
+                                            "seconds": seconds + clock.elapsed(), "clips": len(clips)})
+        common.plot_losses(losses, os.path.join(args.out, "vae_loss.png"), "VAE training (Cycles frames)")
+
+    stop = min(args.steps, args.stop_at or args.steps)
+    while step < stop and not clock.out_of_time():
+        for group in optimizer.param_groups:
+            group["lr"] = common.cosine_lr(step, args.steps, args.lr)
+        l1, kl = loss_of(model, windows(clips, args.batch, gen), gen)
+        optimizer.zero_grad(set_to_none=True)
+        (l1 + KL_WEIGHT * kl).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses["l1"].append(l1.item())
+        losses["kl"].append(kl.item())
+        if step % 50 == 0:
+            print(f"step {step}/{args.steps} l1 {sum(losses['l1'][-50:]) / 50:.4f} "
+                  f"kl {sum(losses['kl'][-50:]) / 50:.3f} {clock.elapsed():.0f} s", flush=True)
+        if clock.checkpoint_due():
+            save()
+    save()
+    if step < args.steps:
+        print(f"stopped at step {step} of {args.steps}; rerun to continue")
+        return
+    model.eval()
+    mean, std = latent_statistics(model, clips)
+    model.register_to_config(latents_mean=mean, latents_std=std)
+    model.save_pretrained(os.path.join(args.out, "vae"), safe_serialization=True)
+    print(f"finished: {os.path.join(args.out, 'vae')} (latents std {min(std):.3f} .. {max(std):.3f}) "
+          f"after {seconds + clock.elapsed():.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
