@@ -116,7 +116,7 @@ pipeline::CameraChoice camera_choice(const std::string& text) {
 struct GenerateArgs {
   std::string scene, camera, model, prompt, negative, sidecar, out, params_file, cache, sampler, plate, control;
   std::optional<double> intensity, fps, strength, control_scale;
-  std::optional<int64_t> steps, frames, width, height, first_frame;
+  std::optional<int64_t> steps, frames, width, height, first_frame, start;
   std::optional<uint64_t> seed;
   std::vector<uint64_t> seeds;
   std::vector<double> intensities;
@@ -141,6 +141,7 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
   g->add_option("--height", a.height, "Height in pixels");
   g->add_option("--fps", a.fps, "Frames per second (default: the scene's)");
   g->add_option("--first-frame", a.first_frame, "Number of the first written frame (default 1001)");
+  g->add_option("--start", a.start, "Simulation frame the shot begins at (default 0)");
   g->add_option("--strength", a.strength, "SDEdit strength from the proxy render, (0, 1]");
   g->add_option("--control", a.control,
                 "Control video for a control model: auto, none, proxy, depth, coverage (default auto)");
@@ -190,6 +191,7 @@ int generate(const GenerateArgs& a) {
   if (a.height) p.height = *a.height;
   if (a.fps) p.fps = *a.fps;
   if (a.first_frame) p.first_frame = *a.first_frame;
+  if (a.start) p.start = *a.start;
   if (a.strength) p.guide.sdedit_strength = *a.strength;
   if (!a.control.empty()) p.guide.control = a.control;
   if (a.control_scale) p.guide.control_scale = *a.control_scale;

@@ -66,6 +66,7 @@ void fields(S& p, V&& v) {
   v("height", p.height);
   v("fps", p.fps);
   v("first_frame", p.first_frame);
+  v("start", p.start);
   v("model", p.model);
   v("prompt", p.prompt);
   v("negative_prompt", p.negative_prompt);
@@ -160,6 +161,7 @@ void ShotParams::validate() const {
   if (intensity) require(*intensity >= 0 && *intensity <= 1, "intensity", "must be in [0, 1]");
   require(camera.index >= 0, "camera.index", "must be non-negative");
   require(frames >= 1 && frames <= 10000, "frames", "must be in [1, 10000], got " + std::to_string(frames));
+  require(start >= 0 && start <= 1000000, "start", "must be in [0, 1000000], got " + std::to_string(start));
   require(width >= 1 && width <= 8192, "width", "must be in [1, 8192], got " + std::to_string(width));
   require(height >= 1 && height <= 8192, "height", "must be in [1, 8192], got " + std::to_string(height));
   require(fps >= 0 && fps <= 1000, "fps", "must be in [0, 1000] (0: the scene's)");

@@ -284,9 +284,10 @@ class Run {
           return t;
         });
     sim_key_ = key;
-    check_arg(track.num_frames() >= p_.frames,
+    check_arg(track.num_frames() >= p_.start + p_.frames,
               "shot: the simulation has " + std::to_string(track.num_frames()) + " frames, the shot needs " +
-                  std::to_string(p_.frames) + " (lengthen the scene's duration or shorten the shot)");
+                  std::to_string(p_.start + p_.frames) + " (start " + std::to_string(p_.start) + " + frames " +
+                  std::to_string(p_.frames) + "; lengthen the scene's duration or shorten the shot)");
     return track;
   }
 
@@ -296,8 +297,8 @@ class Run {
     const std::string key = stage_hash("render")
                                 .field(sim_key_)
                                 .field(physics::camera_to_json(camera))
-                                .field(std::to_string(p_.frames) + " " + std::to_string(p_.width) + "x" +
-                                       std::to_string(p_.height))
+                                .field(std::to_string(p_.start) + "+" + std::to_string(p_.frames) + " " +
+                                       std::to_string(p_.width) + "x" + std::to_string(p_.height))
                                 .hex();
     const fs::path dir = entry("render", key, "");
     auto frame_file = [&](const fs::path& folder, int64_t f) { return io::frame_path((folder / "aov.%04d.exr").string(), f); };
@@ -317,7 +318,7 @@ class Run {
         [&] {
           render::RenderOptions options;
           options.width = static_cast<int>(p_.width), options.height = static_cast<int>(p_.height);
-          std::vector<render::AOVs> frames = render::render_sequence(track, camera, 0, p_.frames, options);
+          std::vector<render::AOVs> frames = render::render_sequence(track, camera, p_.start, p_.start + p_.frames, options);
           io::write_directory_atomically(dir.string(), [&](const std::string& tmp) {
             for (int64_t f = 0; f < p_.frames; ++f) render::write_exr(frames[f], frame_file(tmp, f));
           });
@@ -641,7 +642,8 @@ class Run {
     }
     if (o.exr) {
       const std::string pattern = (dir / (o.name + ".%04d.exr")).string();
-      write_exr_sequence(track, camera, aovs, &images, pattern, p_.first_frame, io::color_space_from_name(o.color_space));
+      write_exr_sequence(track, camera, aovs, &images, pattern, p_.first_frame, io::color_space_from_name(o.color_space),
+                         p_.start);
       result_.files.push_back(io::frame_path(pattern, p_.first_frame));
     }
     if (o.png) {
@@ -720,7 +722,7 @@ physics::Camera resolve_camera(const physics::SimTrack& track, const CameraChoic
 
 void write_exr_sequence(const physics::SimTrack& track, const physics::Camera& camera,
                         const std::vector<render::AOVs>& aovs, const std::vector<io::Image>* beauty,
-                        const std::string& pattern, int64_t first_frame, io::ColorSpace space) {
+                        const std::string& pattern, int64_t first_frame, io::ColorSpace space, int64_t start) {
   if (beauty != nullptr && beauty->size() != aovs.size())
     throw Error(ErrorCode::invalid_argument, "write_exr_sequence: " + std::to_string(aovs.size()) +
                                                  " AOV frames but " + std::to_string(beauty->size()) + " beauty frames");
@@ -728,7 +730,7 @@ void write_exr_sequence(const physics::SimTrack& track, const physics::Camera& c
   for (const physics::Piece& piece : track.pieces) names.push_back(physics::piece_name(piece.id));
   for (size_t f = 0; f < aovs.size(); ++f) {
     const render::View view =
-        render::make_view(render::camera_at(camera, static_cast<double>(f) / track.fps), aovs[f].width, aovs[f].height);
+        render::make_view(render::camera_at(camera, static_cast<double>(start + static_cast<int64_t>(f)) / track.fps), aovs[f].width, aovs[f].height);
     const io::CameraMatrices matrices = io::camera_matrices(view);
     io::ExrFrame frame;
     frame.beauty = beauty != nullptr ? &(*beauty)[f] : nullptr;

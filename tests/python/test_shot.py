@@ -326,3 +326,23 @@ def test_the_command_is_on_path_and_reports_the_default_model():
     assert subprocess.run([exe, "generate", "--help"], capture_output=True, text=True).returncode == 0
     samplers = subprocess.run([exe, "samplers"], capture_output=True, text=True).stdout.split()
     assert "uni_pc_bh2" in samplers and "euler" in samplers
+
+
+def test_a_shot_can_start_later_in_the_simulation(tmp_path):
+    """start = 12 (after the charge at frame 6): the shot's first frame is simulation frame 12, its
+    passes and camera matrices those of frame 1013 of a shot from frame 0 (frames are numbered
+    from first_frame still)."""
+    OpenEXR = pytest.importorskip("OpenEXR")
+    common = dict(width=64, height=48, steps=1, output={"mp4": False}, progress=False)
+    derrumbe.Shot(SCENE, frames=17, **dict(common, output={"dir": str(tmp_path / "a"), "mp4": False})).render()
+    derrumbe.Shot(SCENE, frames=5, start=12, **dict(common, output={"dir": str(tmp_path / "b"), "mp4": False})).render()
+    with OpenEXR.File(str(tmp_path / "a" / "shot.1013.exr"), separate_channels=True) as a, \
+            OpenEXR.File(str(tmp_path / "b" / "shot.1001.exr"), separate_channels=True) as b:
+        for c in ["depth.Z", "backward.u", "A"]:
+            assert (a.channels()[c].pixels == b.channels()[c].pixels).all(), c
+        assert str(a.header()["worldToCamera"]) == str(b.header()["worldToCamera"])
+        b_depth = b.channels()["depth.Z"].pixels.copy()
+    with OpenEXR.File(str(tmp_path / "a" / "shot.1001.exr"), separate_channels=True) as first:
+        assert (first.channels()["depth.Z"].pixels != b_depth).any()  # frame 0 is another picture
+    with pytest.raises(ValueError, match=r"the shot needs 1005 \(start 1000 \+ frames 5"):
+        derrumbe.Shot(SCENE, frames=5, start=1000, **dict(common, output={"dir": str(tmp_path / "c")})).render()

@@ -4,7 +4,7 @@
 // Every stage's result is cached on disk under ShotParams::cache_dir, keyed by a SHA-256 of
 // exactly what it depends on (file contents, the parameters it reads, the library version):
 //   simulate      the scene (after the intensity/fps overrides) or the imported file's bytes
-//   render        simulate + camera, frames, size
+//   render        simulate + camera, start, frames, size
 //   text          the text encoder's and tokenizer's files, prompts, sequence length
 //   conditioning  render + the VAE's files, plate file bytes, mask and control settings
 //                 (seed-independent)
@@ -95,6 +95,7 @@ struct ShotParams {
   int64_t width = 160, height = 96; // multiples of the model's spatial factor times its patch size
   double fps = 0.0;                 // 0: the scene's (an imported track is sampled at 24)
   int64_t first_frame = 1001;       // the number of the first written frame
+  int64_t start = 0;                // the simulation frame the shot begins at (a window of it)
   std::string model;                // a diffusers Wan directory; empty: the default model
   std::string prompt = "a tall concrete building collapses into the street, dust and debris";
   std::string negative_prompt = "blurry, static";
@@ -165,11 +166,12 @@ DRB_EXPORT physics::Camera resolve_camera(const physics::SimTrack& track, const 
 
 // Frames as an OpenEXR sequence (pattern with a frame field, numbered from first_frame): the
 // beauty when given (display sRGB, converted to `space`), the AOVs, Cryptomatte ids of the
-// pieces and each frame's camera matrices (the camera at frame / track fps).
+// pieces and each frame's camera matrices (the camera at its simulation frame / track fps;
+// aovs[0] is simulation frame `start`).
 DRB_EXPORT void write_exr_sequence(const physics::SimTrack& track, const physics::Camera& camera,
                                    const std::vector<render::AOVs>& aovs, const std::vector<io::Image>* beauty,
                                    const std::string& pattern, int64_t first_frame,
-                                   io::ColorSpace space = io::ColorSpace::acescg);
+                                   io::ColorSpace space = io::ColorSpace::acescg, int64_t start = 0);
 
 class DRB_EXPORT Shot {
  public:
