@@ -149,3 +149,34 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int = 200) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def run_arguments(parser, steps: int, batch: int, lr: float):
+    """The arguments every training run takes; parses them and seeds the run."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--minutes", type=float, default=110.0, help="stop (with a checkpoint) after this long")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop (with a checkpoint) at this step, as the time limit does")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    return args
+
+
+def write_pipeline_files(folder: str) -> None:
+    """The scheduler (Wan's UniPC, flow shift 3) and model_index.json of a diffusers Wan directory."""
+    import diffusers
+
+    diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=FLOW_SHIFT,
+                                      num_train_timesteps=1000).save_pretrained(os.path.join(folder, "scheduler"))
+    index = {"_class_name": "WanPipeline", "_diffusers_version": diffusers.__version__,
+             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
+             "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+             "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)

@@ -5,13 +5,11 @@ its weights stored as float16 safetensors (derrumbe's loaders take them to float
     python training/export_model.py --vae runs/vae/vae --run runs/transformer --out assets/default-model
 """
 import argparse
-import json
 import os
 import shutil
 
-import diffusers
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import UMT5EncoderModel
 
 import common
@@ -39,14 +37,7 @@ def main() -> None:
                                                                        safe_serialization=True)
     os.makedirs(os.path.join(staging, "tokenizer"))
     shutil.copy(os.path.join(args.run, "tokenizer", "spiece.model"), os.path.join(staging, "tokenizer"))
-    UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=common.FLOW_SHIFT,
-                            num_train_timesteps=1000).save_pretrained(os.path.join(staging, "scheduler"))
-    index = {"_class_name": "WanPipeline", "_diffusers_version": diffusers.__version__,
-             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
-             "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
-             "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
-    with open(os.path.join(staging, "model_index.json"), "w") as f:
-        json.dump(index, f, indent=2)
+    common.write_pipeline_files(staging)
     size = folder_mb(staging)
     if size > LIMIT_MB:
         raise SystemExit(f"the model is {size:.1f} MB, over the {LIMIT_MB} MB the repository takes")

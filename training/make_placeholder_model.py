@@ -6,10 +6,10 @@ The pictures it makes are noise-like (the weights are untrained); it lets every 
 shot run for real on a fresh machine until the trained default model replaces it.
 Deterministic: running it again writes the same weights.
 """
-import json
 import os
 import sys
 
+import common
 import diffusers
 import sentencepiece
 import torch
@@ -26,8 +26,6 @@ def main(directory):
                                temperal_downsample=[False, True, True]).save_pretrained(os.path.join(directory, "vae"))
     config = transformers.UMT5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     transformers.UMT5EncoderModel(config).save_pretrained(os.path.join(directory, "text_encoder"))
-    diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
-                                      num_train_timesteps=1000).save_pretrained(os.path.join(directory, "scheduler"))
     words = ("a tall concrete building collapses into a street full of dust and debris while the camera "
              "holds steady on the falling floors at dusk with sparks glass smoke and rubble").split()
     lines = [" ".join(words[(i * 7) % len(words):] + words[: (i * 7) % len(words)]) for i in range(200)]
@@ -37,12 +35,7 @@ def main(directory):
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
         num_threads=1)
     os.remove(os.path.join(directory, "tokenizer", "spiece.vocab"))
-    index = {"_class_name": "WanPipeline", "_diffusers_version": diffusers.__version__,
-             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
-             "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
-             "scheduler": ["diffusers", "UniPCMultistepScheduler"]}
-    with open(os.path.join(directory, "model_index.json"), "w") as f:
-        json.dump(index, f, indent=2)
+    common.write_pipeline_files(directory)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import os
-import random
 from typing import Dict, List
 
 import torch
@@ -142,19 +141,8 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--vae", default="runs/vae/vae")
     parser.add_argument("--out", default="runs/transformer")
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--minutes", type=float, default=110.0, help="stop (with a checkpoint) after this long")
     parser.add_argument("--heldout-every", type=int, default=250)
-    parser.add_argument("--stop-at", type=int, default=None,
-                        help="stop (with a checkpoint) at this step, as the time limit does")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
+    args = common.run_arguments(parser, steps=6000, batch=4, lr=3e-4)
     clock = common.Clock(args.minutes * 60)
 
     train_folders = common.clip_folders(args.data, "train")

@@ -13,7 +13,6 @@ OUT/vae_loss.png.
 """
 import argparse
 import os
-import random
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -69,18 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data")
     parser.add_argument("--out", default="runs/vae")
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--minutes", type=float, default=110.0, help="stop (with a checkpoint) after this long")
-    parser.add_argument("--stop-at", type=int, default=None,
-                        help="stop (with a checkpoint) at this step, as the time limit does")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
+    args = common.run_arguments(parser, steps=4000, batch=4, lr=3e-4)
 
     folders = common.clip_folders(args.data, "train")
     if not folders:
