@@ -1,0 +1,17 @@
+#!/bin/bash
+# The whole default-model pipeline, each part resumable: rerun this script after an interruption
+# and every part continues where it stopped (finished parts are skipped). Logs go to runs/*.log.
+#   nohup training/run_all.sh > runs/run_all.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p runs
+python3 training/make_data.py --out data --train 300 --heldout 16 --workers 1 --samples 12 --scale 1 >> runs/data.log 2>&1
+# each run stops after 110 minutes with a checkpoint; a part not finished by then stops the script
+[ -f runs/vae/vae/config.json ] || python3 training/train_vae.py --data data --out runs/vae >> runs/vae.log 2>&1
+[ -f runs/vae/vae/config.json ] || { echo "the VAE run has not finished: rerun"; exit 1; }
+[ -f runs/transformer/transformer/config.json ] ||
+  python3 training/train_transformer.py --data data --vae runs/vae/vae --out runs/transformer >> runs/transformer.log 2>&1
+[ -f runs/transformer/transformer/config.json ] || { echo "the transformer run has not finished: rerun"; exit 1; }
+python3 training/export_model.py --vae runs/vae/vae --run runs/transformer --out assets/default-model
+python3 benchmarks/default_model.py --data data --out docs/default-model > runs/benchmark.log 2>&1
