@@ -37,7 +37,8 @@ class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
   at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
 
  private:
-  // x's channels followed by the control's (zero-padded), batch `batch`.
+  // x's channels followed by the concatenated control's, zero-padded to the transformer's
+  // in_channels (x itself for a model without extra channels).
   at::Tensor with_concat(const at::Tensor& x) const;
 
   std::shared_ptr<const Transformer> transformer_;
