@@ -3,7 +3,7 @@ latents of the Cycles frames, conditioned on the proxy render (channel concatena
 Wan2.1-Fun-Control takes a control video) and on the clip's caption.
 
     python training/train_transformer.py --data data --vae runs/vae/vae --out runs/transformer \\
-        [--steps 6000] [--minutes 110]
+        [--steps 2000] [--minutes 110]
 
 In order, each part resumable:
 1. the tokenizer: a SentencePiece unigram model (T5's ids: pad 0, eos 1, unk 2) trained on the
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--vae", default="runs/vae/vae")
     parser.add_argument("--out", default="runs/transformer")
     parser.add_argument("--heldout-every", type=int, default=250)
-    args = common.run_arguments(parser, steps=6000, batch=4, lr=3e-4)
+    args = common.run_arguments(parser, steps=2000, batch=4, lr=3e-4)
     clock = common.Clock(args.minutes * 60)
 
     train_folders = common.clip_folders(args.data, "train")

@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data")
     parser.add_argument("--out", default="runs/vae")
-    args = common.run_arguments(parser, steps=4000, batch=4, lr=3e-4)
+    args = common.run_arguments(parser, steps=3000, batch=4, lr=3e-4)
 
     folders = common.clip_folders(args.data, "train")
     if not folders:
