@@ -120,7 +120,7 @@ struct GenerateArgs {
   std::optional<uint64_t> seed;
   std::vector<uint64_t> seeds;
   std::vector<double> intensities;
-  bool preview = false, png = false, no_exr = false, no_mp4 = false;
+  bool preview = false, png = false, no_exr = false, no_mp4 = false, control_guidance = false;
 };
 
 void add_generate(CLI::App& app, GenerateArgs& a) {
@@ -146,6 +146,8 @@ void add_generate(CLI::App& app, GenerateArgs& a) {
   g->add_option("--control", a.control,
                 "Control video for a control model: auto, none, proxy, depth, coverage (default auto)");
   g->add_option("--control-scale", a.control_scale, "VACE control scale (default 1)");
+  g->add_flag("--control-guidance", a.control_guidance,
+              "CFG's negative branch runs without the control: the guidance scale also pushes toward it");
   g->add_option("--plate", a.plate, "Background plate: image sequence (name.%04d.png / .exr) or video");
   g->add_option("--seeds", a.seeds, "Variations: one shot per seed (each in its own folder)")->delimiter(',');
   g->add_option("--intensities", a.intensities, "Variations: one shot per intensity")->delimiter(',');
@@ -195,6 +197,7 @@ int generate(const GenerateArgs& a) {
   if (a.strength) p.guide.sdedit_strength = *a.strength;
   if (!a.control.empty()) p.guide.control = a.control;
   if (a.control_scale) p.guide.control_scale = *a.control_scale;
+  if (a.control_guidance) p.guide.control_guidance = true;
   if (!a.out.empty()) p.output.dir = a.out;
   if (!a.cache.empty()) p.cache_dir = a.cache;
   if (a.preview) p.preview = true;

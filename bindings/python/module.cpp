@@ -791,19 +791,21 @@ PYBIND11_MODULE(_derrumbe, m) {
       .def(py::init([](std::shared_ptr<drb::models::wan::Transformer> t, const at::Tensor& prompt_embeds,
                        std::optional<at::Tensor> negative_embeds, bool integer_timesteps,
                        std::optional<at::Tensor> control_latents, std::optional<at::Tensor> vace_context,
-                       double control_scale) {
+                       double control_scale, bool control_in_uncond) {
              drb::models::wan::WanControl control{control_latents.value_or(at::Tensor()),
-                                                  vace_context.value_or(at::Tensor()), control_scale};
+                                                  vace_context.value_or(at::Tensor()), control_scale,
+                                                  control_in_uncond};
              return std::make_shared<drb::models::wan::WanDenoiser>(
                  std::move(t), prompt_embeds, negative_embeds.value_or(at::Tensor()), integer_timesteps,
                  std::move(control));
            }),
            py::arg("transformer"), py::arg("prompt_embeds"), py::arg("negative_embeds") = py::none(), py::kw_only(),
            py::arg("integer_timesteps") = false, py::arg("control_latents") = py::none(),
-           py::arg("vace_context") = py::none(), py::arg("control_scale") = 1.0,
+           py::arg("vace_context") = py::none(), py::arg("control_scale") = 1.0, py::arg("control_in_uncond") = true,
            "control_latents: a control video's latents appended to the noisy latents (channel-concatenation "
            "models such as Wan2.1-Fun-Control; zeros fill the rest, and stand for 'no control' when None). "
-           "vace_context: VACE's control context (vace_context()), its hints scaled by control_scale.");
+           "vace_context: VACE's control context (vace_context()), its hints scaled by control_scale. "
+           "control_in_uncond=False: the uncond branch runs without the control (control guidance).");
   py::class_<drb::models::wan::ExpertSwitch, drb::ConditionalDenoiser, std::shared_ptr<drb::models::wan::ExpertSwitch>>(
       m, "ExpertSwitch", "Wan2.2-A14B: the high-noise expert while the flow time t >= boundary, then the low-noise one.")
       .def(py::init([](const py::object& high, const py::object& low, double boundary) {

@@ -38,6 +38,7 @@ void fields(S& g, V&& v) {
   v("free_tail_steps", g.free_tail_steps);
   v("control", g.control);
   v("control_scale", g.control_scale);
+  v("control_guidance", g.control_guidance);
   v("flow_energy", g.flow_energy);
   v("flow_energy_sigma_start", g.flow_energy_sigma_start);
   v("flow_energy_sigma_end", g.flow_energy_sigma_end);

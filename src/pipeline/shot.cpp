@@ -503,6 +503,7 @@ class Run {
     models::wan::WanControl control;
     if (cond.count("control")) (m_.vace() ? control.vace : control.concat) = cond.at("control");
     control.scale = p_.guide.control_scale;
+    control.in_uncond = !p_.guide.control_guidance;
     // Wan's UniPC scheduler hands the transformer integer timesteps; FlowMatchEuler does not.
     auto wan = std::make_shared<models::wan::WanDenoiser>(m_.transformer, text.at("cond"), text.at("uncond"),
                                                          p_.schedule == "flow_unipc", control);
@@ -538,7 +539,8 @@ class Run {
     settings << p_.sampler << ";" << p_.schedule << ";" << p_.steps << ";" << p_.shift.value_or(m_.flow_shift) << ";"
              << p_.guidance << ";" << p_.guidance_scale << ";" << p_.seed << ";" << g.sdedit_strength << ";"
              << g.composite << ";" << g.repaint << ";" << g.free_tail_steps << ";" << g.flow_energy << ";"
-             << g.flow_energy_sigma_start << ";" << g.flow_energy_sigma_end << ";" << g.control_scale;
+             << g.flow_energy_sigma_start << ";" << g.flow_energy_sigma_end << ";" << g.control_scale << ";"
+             << g.control_guidance;
     return stage_hash("sample")
         .field(text_key_)
         .field(cond_key_)

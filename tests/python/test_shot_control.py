@@ -113,3 +113,11 @@ def test_the_command_line_takes_the_control(concat_model, tmp_path):
     bad = subprocess.run([*run, "--control", "depth", "--out", str(tmp_path / "bad")], capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode != 0 and "takes no control video" in bad.stderr
+
+
+def test_control_guidance_samples_again_with_the_negative_branch_uncontrolled(concat_model, tmp_path):
+    cache = tmp_path / "cache"
+    plain = shot(concat_model, cache, tmp_path / "plain")
+    guided = shot(concat_model, cache, tmp_path / "guided", control_guidance=True)
+    assert {s.name: s.reused for s in guided.stages}["conditioning"]
+    assert (guided.frames - plain.frames).abs().max() > 1e-4

@@ -215,12 +215,13 @@ def fun_control(tmp_path_factory):
     return model, derrumbe.WanTransformer.load(saved(model, tmp_path_factory.mktemp("fun_control")))
 
 
-def flow_x0(model, x_ve, sigma, model_input_channels):
+def flow_x0(model, x_ve, sigma, model_input_channels, context=None):
     """The x0 WanDenoiser gives for flow prediction: x_t = x / (1 + sigma), D = x_t - t v."""
     t = sigma / (1 + sigma)
     x_t = x_ve / (1 + sigma)
     with torch.no_grad():
-        v = model(model_input_channels(x_t), torch.tensor([t * 1000.0]), CONTEXT, return_dict=False)[0]
+        v = model(model_input_channels(x_t), torch.tensor([t * 1000.0]), CONTEXT if context is None else context,
+                  return_dict=False)[0]
     return x_t - t * v
 
 
@@ -260,3 +261,36 @@ def test_fun_control_errors(fun_control, tmp_path):
     plain = derrumbe.WanTransformer.load(saved(WanTransformer3DModel(**TRANSFORMER), tmp_path))
     with pytest.raises(ValueError, match="takes no channels beyond the latents"):
         derrumbe.WanDenoiser(plain, CONTEXT, control_latents=randn(1, 16, 3, 4, 6, seed=2))
+
+
+def test_control_guidance_runs_the_negative_branch_without_the_control(fun_control, tmp_path):
+    """control_in_uncond=False: CFG = uncond(no control, negative prompt) + s (cond(control) - uncond)."""
+    model, ours = fun_control
+    x, sigma, scale = randn(1, 16, 3, 4, 6, seed=1), 1.5, 4.0
+    control, negative = randn(1, 16, 3, 4, 6, seed=2), randn(1, 6, 32, seed=10)
+    zeros = torch.zeros_like(control)
+    cond = flow_x0(model, x, sigma, lambda x_t: torch.cat([x_t, control, zeros], 1))
+    uncond = flow_x0(model, x, sigma, lambda x_t: torch.cat([x_t, zeros, zeros], 1), negative)
+    uncond_with_control = flow_x0(model, x, sigma, lambda x_t: torch.cat([x_t, control, zeros], 1), negative)
+    guided = derrumbe.Guided(derrumbe.WanDenoiser(ours, CONTEXT, negative, control_latents=control,
+                                                  control_in_uncond=False), scale=scale)
+    expected = uncond + scale * (cond - uncond)
+    assert max_abs(guided(x, sigma), expected) < TOL
+    plain = derrumbe.Guided(derrumbe.WanDenoiser(ours, CONTEXT, negative, control_latents=control), scale=scale)
+    assert max_abs(plain(x, sigma), uncond_with_control + scale * (cond - uncond_with_control)) < TOL
+    assert max_abs(plain(x, sigma), expected) > 1e-3
+
+    # VACE: the negative branch runs without hints
+    vace = vace_model(VACE)
+    transformer = derrumbe.WanTransformer.load(saved(vace, tmp_path / "vace"))
+    context = randn(1, 96, 3, 4, 6, seed=11)
+    t = sigma / (1 + sigma)
+    with torch.no_grad():
+        def x0(ctx, scales):
+            v = vace(x / (1 + sigma), torch.tensor([t * 1000]), ctx, control_hidden_states=context,
+                     control_hidden_states_scale=torch.full((2,), scales), return_dict=False)[0]
+            return x / (1 + sigma) - t * v
+        expected = x0(negative, 0.0) + scale * (x0(CONTEXT, 0.7) - x0(negative, 0.0))
+    guided = derrumbe.Guided(derrumbe.WanDenoiser(transformer, CONTEXT, negative, vace_context=context,
+                                                  control_scale=0.7, control_in_uncond=False), scale=scale)
+    assert max_abs(guided(x, sigma), expected) < TOL

@@ -67,6 +67,9 @@ struct GuidanceParams {
   // model that takes none is an error. control_scale: VACE's hint scale (conditioning_scale).
   std::string control = "auto";
   double control_scale = 1.0;
+  // Control guidance: CFG's negative branch runs without the control, so that the guidance
+  // scale pushes toward the control as well as the prompt (off: both branches see it).
+  bool control_guidance = false;
   // Flow-warp consistency energy on the predicted x0 (0: off) and its sigma interval.
   double flow_energy = 0.05;
   double flow_energy_sigma_start = std::numeric_limits<double>::infinity();

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "derrumbe/sample/parameterization.hpp"
@@ -58,13 +59,13 @@ WanDenoiser::WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Ten
   check_arg(std::isfinite(control_.scale), "WanDenoiser: control.scale must be finite");
 }
 
-at::Tensor WanDenoiser::with_concat(const at::Tensor& x) const {
+at::Tensor WanDenoiser::with_concat(const at::Tensor& x, bool with_control) const {
   const int64_t extra = transformer_->config().in_channels - x.size(1);
   if (extra <= 0) return x;
   std::vector<int64_t> shape = x.sizes().vec();
   shape[1] = extra;
   at::Tensor control = at::zeros(shape, x.options());
-  if (control_.concat.defined()) {
+  if (with_control && control_.concat.defined()) {
     const at::Tensor& c = control_.concat;
     check_arg(c.sizes().slice(2) == x.sizes().slice(2), "WanDenoiser: control.concat is " + c10::str(c.sizes()) +
                                                             ", the latents are " + c10::str(x.sizes()) +
@@ -88,15 +89,25 @@ at::Tensor WanDenoiser::denoise(const at::Tensor& x, double sigma, std::span<con
     contexts.push_back(e.expand({per_chunk, e.size(1), e.size(2)}));
   }
   const at::Tensor context = at::cat(contexts, 0);
+  // One transformer call for a batch of branches that all see the control, or all do not.
+  auto call = [&](const at::Tensor& input, const at::Tensor& ctx, double timestep, bool with_control) {
+    const at::Tensor vace = with_control && control_.vace.defined() ? batched(control_.vace, input.size(0), "vace")
+                                                                    : at::Tensor();
+    return transformer_->forward(with_concat(input, with_control),
+                                 at::full({input.size(0)}, timestep, input.options().dtype(at::kFloat)), ctx, vace,
+                                 control_.scale);
+  };
+  const bool split = !control_.in_uncond && std::find(branches.begin(), branches.end(), Branch::uncond) != branches.end();
   // The flow-prediction adapter: the network sees x_t = (1 - t) x and the timestep t * 1000.
   ParameterizedDenoiser flow(
       [&](const at::Tensor& input, double t) {
         const double timestep = integer_timesteps_ ? std::floor(t * 1000.0) : t * 1000.0;
-        const at::Tensor& vace = control_.vace;
-        return transformer_->forward(
-            with_concat(input), at::full({input.size(0)}, timestep, input.options().dtype(at::kFloat)), context,
-            vace.defined() ? batched(vace, input.size(0), "vace") : vace,
-            control_.scale);
+        if (!split) return call(input, context, timestep, true);
+        std::vector<at::Tensor> out;
+        for (int64_t i = 0; i < chunks; ++i)
+          out.push_back(call(input.narrow(0, i * per_chunk, per_chunk), context.narrow(0, i * per_chunk, per_chunk),
+                             timestep, branches[i] == Branch::cond));
+        return at::cat(out, 0);
       },
       Prediction::flow);
   return flow.denoise(x, sigma);

@@ -24,6 +24,10 @@ struct WanControl {
   // model runs without its VACE blocks).
   at::Tensor vace;
   double scale = 1.0;
+  // The negative (uncond) branch sees the control too, as the Fun-Control and VACE pipelines
+  // run it; false: it runs without (zeros / no hints), so that CFG's scale also pushes toward
+  // the control (control guidance; the default model is trained with dropped controls for it).
+  bool in_uncond = true;
 };
 
 class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
@@ -37,9 +41,9 @@ class DRB_EXPORT WanDenoiser : public ConditionalDenoiser {
   at::Tensor denoise(const at::Tensor& x, double sigma, std::span<const Branch> branches) override;
 
  private:
-  // x's channels followed by the concatenated control's, zero-padded to the transformer's
-  // in_channels (x itself for a model without extra channels).
-  at::Tensor with_concat(const at::Tensor& x) const;
+  // x's channels followed by the concatenated control's (zeros without it), zero-padded to the
+  // transformer's in_channels (x itself for a model without extra channels).
+  at::Tensor with_concat(const at::Tensor& x, bool with_control) const;
 
   std::shared_ptr<const Transformer> transformer_;
   at::Tensor cond_, uncond_;
