@@ -10,7 +10,8 @@ caption; never trained on) the same shot runs through derrumbe.Shot:
   proxy render against them and the untrained model (the same architecture, seeded random
   weights) against them;
 * motion adherence, for the guidance ladder: text-to-video with plain noise -> + warped noise ->
-  + SDEdit from the proxy -> + flow-warp energy -> + control video. Optical flow is measured on
+  + SDEdit from the proxy -> + flow-warp energy -> + control video (-> + control guidance, CFG
+  toward the control). Optical flow is measured on
   the generated video with OpenCV's DIS and compared with the simulation's exact backward flow:
   endpoint error on the moving pieces, and the IoU of the moving mask (|flow| > 0.5 px) with the
   simulation's moving pieces (Physics-IQ's motion-mask IoU). Both are calibrated on the Cycles
@@ -47,6 +48,8 @@ RUNGS = {  # the guidance ladder, each rung adding one thing to the previous
     "+ SDEdit from the proxy": dict(noise_warp=True, sdedit_strength=0.85, flow_energy=0.0, control="none"),
     "+ flow-warp energy": dict(noise_warp=True, sdedit_strength=0.85, flow_energy=0.05, control="none"),
     "+ control video": dict(noise_warp=True, sdedit_strength=0.85, flow_energy=0.05, control="proxy"),
+    "+ control guidance": dict(noise_warp=True, sdedit_strength=0.85, flow_energy=0.05, control="proxy",
+                               control_guidance=True),
 }
 MOVING_PX = 0.5  # a pixel moves when its flow is longer than this
 
