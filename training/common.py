@@ -111,6 +111,14 @@ class Clock:
         return False
 
 
+def stopped_early(step: int, total: int) -> bool:
+    """Whether a run ended before its last step (time limit or --stop-at); it says so."""
+    if step < total:
+        print(f"stopped at step {step} of {total}; rerun to continue")
+        return True
+    return False
+
+
 def plot_losses(losses: Dict[str, List[float]], path: str, title: str, smooth: int = 50,
                 every: Optional[Dict[str, int]] = None) -> None:
     """The loss curves as a PNG: a running mean over `smooth` steps of each series logged every

@@ -216,8 +216,7 @@ def main() -> None:
         if clock.checkpoint_due():
             save()
     save()
-    if step < args.steps:
-        print(f"stopped at step {step} of {args.steps}; rerun to continue")
+    if common.stopped_early(step, args.steps):
         return
     ema[0].save_pretrained(os.path.join(args.out, "transformer"), safe_serialization=True)
     ema[1].save_pretrained(os.path.join(args.out, "text_encoder"), safe_serialization=True)

@@ -112,8 +112,7 @@ def main() -> None:
         if clock.checkpoint_due():
             save()
     save()
-    if step < args.steps:
-        print(f"stopped at step {step} of {args.steps}; rerun to continue")
+    if common.stopped_early(step, args.steps):
         return
     model.eval()
     mean, std = latent_statistics(model, clips)

@@ -20,15 +20,16 @@ at::Tensor checked_embeds(const at::Tensor& e, const Transformer& t, const char*
   return e;
 }
 
-at::Tensor checked_control(const at::Tensor& c, int64_t max_channels, const char* name, const std::string& what) {
-  if (!c.defined()) return c;
-  check_arg(max_channels > 0, std::string("WanDenoiser: a control.") + name + " was given, but " + what);
-  check_arg(c.dim() == 5 && c.size(1) <= max_channels && c.numel() > 0,
-            std::string("WanDenoiser: control.") + name + " must be [B, C <= " + std::to_string(max_channels) +
-                ", F, H, W], got " + c10::str(c.sizes()));
+// A control given for `channels` channels of the model (exactly, or at most), 0: the model
+// takes none, which `what` explains.
+void check_control(const at::Tensor& c, int64_t channels, bool exact, const char* name, const std::string& what) {
+  if (!c.defined()) return;
+  check_arg(channels > 0, std::string("WanDenoiser: a control.") + name + " was given, but " + what);
+  check_arg(c.dim() == 5 && (exact ? c.size(1) == channels : c.size(1) <= channels) && c.numel() > 0,
+            std::string("WanDenoiser: control.") + name + " must be [B, C " + (exact ? "= " : "<= ") +
+                std::to_string(channels) + ", F, H, W], got " + c10::str(c.sizes()));
   check_arg(at::isFloatingType(c.scalar_type()) && at::isfinite(c).all().item<bool>(),
             std::string("WanDenoiser: control.") + name + " must be finite floating point");
-  return c;
 }
 
 // A control of batch 1 or B for a model batch of branches x B (the branches are concatenated
@@ -49,13 +50,10 @@ WanDenoiser::WanDenoiser(std::shared_ptr<const Transformer> transformer, at::Ten
   cond_ = checked_embeds(prompt_embeds, *transformer_, "prompt_embeds");
   if (negative_embeds.defined()) uncond_ = checked_embeds(negative_embeds, *transformer_, "negative_embeds");
   const TransformerConfig& c = transformer_->config();
-  checked_control(control_.concat, c.in_channels - c.out_channels, "concat",
-                  "the transformer takes no channels beyond the latents (in_channels = out_channels)");
-  const bool vace = !c.vace_layers.empty();
-  checked_control(control_.vace, vace ? c.vace_in_channels : 0, "vace", "the transformer has no VACE blocks");
-  check_arg(!control_.vace.defined() || control_.vace.size(1) == c.vace_in_channels,
-            "WanDenoiser: control.vace must have vace_in_channels = " + std::to_string(c.vace_in_channels) +
-                " channels, got " + std::to_string(control_.vace.defined() ? control_.vace.size(1) : 0));
+  check_control(control_.concat, c.in_channels - c.out_channels, false, "concat",
+                "the transformer takes no channels beyond the latents (in_channels = out_channels)");
+  check_control(control_.vace, c.vace_layers.empty() ? 0 : c.vace_in_channels, true, "vace",
+                "the transformer has no VACE blocks");
   check_arg(std::isfinite(control_.scale), "WanDenoiser: control.scale must be finite");
 }
 

@@ -202,15 +202,20 @@ at::Tensor transformer_block(const Params& p, const std::string& prefix, const T
   return (x.to(at::kFloat) + out.to(at::kFloat) * c_gate_msa).to(x.scalar_type());
 }
 
+// A patch embedding (`name`: patch_embedding or vace_patch_embedding): Conv3d with stride =
+// kernel = patch, then [B, tokens, dim].
+at::Tensor patch_embed(const Params& p, const TransformerConfig& c, const std::string& name, const at::Tensor& input) {
+  const auto& ps = c.patch_size;
+  const at::Tensor x = at::conv3d(input, param(p, name + ".weight"), param(p, name + ".bias"), {ps[0], ps[1], ps[2]});
+  return x.flatten(2).transpose(1, 2).contiguous();
+}
+
 // WanVACETransformer3DModel's control branch: the context patch-embedded, the first VACE block
 // adding its proj_in to the embedded stream `x`, each block's proj_out kept as the hint for its
 // layer. Every VACE block sees the stream before the main blocks, as in the reference.
 std::vector<at::Tensor> vace_hints(const Params& p, const TransformerConfig& c, const at::Tensor& x,
                                    const at::Tensor& control, const Conditions& cond, const Rope& rope) {
-  const auto& ps = c.patch_size;
-  at::Tensor h = at::conv3d(control, param(p, "vace_patch_embedding.weight"),
-                            param(p, "vace_patch_embedding.bias"), {ps[0], ps[1], ps[2]});
-  h = h.flatten(2).transpose(1, 2).contiguous();
+  at::Tensor h = patch_embed(p, c, "vace_patch_embedding", control);
   std::vector<at::Tensor> hints;
   for (size_t i = 0; i < c.vace_layers.size(); ++i) {
     const std::string prefix = "vace_blocks." + std::to_string(i);
@@ -615,9 +620,7 @@ at::Tensor Transformer::forward(const at::Tensor& hidden_states, const at::Tenso
 
   const Rope rope = rotary_pos_embed(c, grid[0], grid[1], grid[2], device);
 
-  // Patch embedding: Conv3d with stride = kernel = patch, then [B, tokens, dim].
-  at::Tensor x = at::conv3d(x_in, patch_w, param(params_, "patch_embedding.bias"), {ps[0], ps[1], ps[2]});
-  x = x.flatten(2).transpose(1, 2).contiguous();
+  at::Tensor x = patch_embed(params_, c, "patch_embedding", x_in);
 
   const Conditions cond = condition_embedder(params_, c, t_in, ctx_in);
   const std::vector<at::Tensor> hints =
