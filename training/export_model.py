@@ -3,22 +3,40 @@ Wan model has (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, 
 its weights stored as float16 safetensors (derrumbe's loaders take them to float32).
 
     python training/export_model.py --vae runs/vae/vae --run runs/transformer --out assets/default-model
+
+It also writes the few KB of held-out latents the test suite measures the shipped model on
+(tests/python/data/default_model_heldout.safetensors): crops of the first held-out clips' latents
+and control latents, with their captions.
 """
 import argparse
 import os
 import shutil
 
 import torch
+from safetensors.torch import save_file
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import UMT5EncoderModel
 
 import common
 
 LIMIT_MB = 40.0  # the weights committed to the repository, all components together
+TEST_LATENTS = os.path.join(os.path.dirname(__file__), "..", "tests", "python", "data",
+                            "default_model_heldout.safetensors")
+TEST_CLIPS, TEST_CROP = 2, (slice(None), slice(0, 2), slice(3, 9), slice(5, 15))  # [16, 2, 6, 10] each
 
 
 def folder_mb(path: str) -> float:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 2**20
+
+
+def write_test_latents(run: str, out: str) -> None:
+    """latents_<i> and control_<i> (float16) and the captions (metadata) of the first held-out clips."""
+    folder = os.path.join(run, "latents", "heldout")
+    items = [torch.load(os.path.join(folder, name)) for name in sorted(os.listdir(folder))[:TEST_CLIPS]]
+    tensors = {f"{kind}_{i}": item[kind][TEST_CROP].to(torch.float16).contiguous()
+               for i, item in enumerate(items) for kind in ("latents", "control")}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    save_file(tensors, out, metadata={f"caption_{i}": item["caption"] for i, item in enumerate(items)})
 
 
 def main() -> None:
@@ -26,6 +44,7 @@ def main() -> None:
     parser.add_argument("--vae", default="runs/vae/vae")
     parser.add_argument("--run", default="runs/transformer", help="train_transformer.py's output folder")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "assets", "default-model"))
+    parser.add_argument("--test-latents", default=TEST_LATENTS)
     args = parser.parse_args()
     staging = args.out.rstrip("/") + ".part"
     shutil.rmtree(staging, ignore_errors=True)
@@ -43,7 +62,8 @@ def main() -> None:
         raise SystemExit(f"the model is {size:.1f} MB, over the {LIMIT_MB} MB the repository takes")
     shutil.rmtree(args.out, ignore_errors=True)
     os.replace(staging, args.out)
-    print(f"wrote {args.out}: {size:.1f} MB")
+    write_test_latents(args.run, args.test_latents)
+    print(f"wrote {args.out}: {size:.1f} MB, and {args.test_latents}")
 
 
 if __name__ == "__main__":

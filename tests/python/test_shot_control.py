@@ -1,7 +1,8 @@
 """A shot on control models: the control video the simulation's passes make (proxy render,
 depth, coverage), encoded by the model's VAE, reaches a channel-concatenation model (as
 Wan2.1-Fun-Control) and a VACE model; the cache keys follow the control settings; a control
-named for a model that takes none is a clear error."""
+named for a model that takes none is a clear error. The models are the default model with its
+transformer replaced by a tiny seeded one (plain, concatenation or VACE)."""
 import json
 import os
 import shutil
@@ -16,16 +17,17 @@ diffusers = pytest.importorskip("diffusers")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENE = os.path.join(ROOT, "examples", "scenes", "small.json")
 STAGES = ["simulate", "render", "text", "conditioning", "noise", "sample", "decode"]
-TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, out_channels=16, text_dim=64,
-                   freq_dim=256, ffn_dim=128, num_layers=2, cross_attn_norm=True, rope_max_seq_len=256)
 
 
-def control_model(directory, cls, **config):
-    """The default model with its transformer replaced by a control one (seeded, perturbed weights)."""
+def with_transformer(directory, cls, **config):
+    """The default model with its transformer replaced by a tiny one (seeded, perturbed weights)."""
     shutil.copytree(derrumbe.default_model_path(), directory)
     shutil.rmtree(directory / "transformer")
+    with open(directory / "text_encoder" / "config.json") as f:
+        text_dim = json.load(f)["d_model"]
     torch.manual_seed(0)
-    model = cls(**TRANSFORMER, **config)
+    model = cls(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, out_channels=16, text_dim=text_dim,
+                freq_dim=256, ffn_dim=128, num_layers=2, cross_attn_norm=True, rope_max_seq_len=256, **config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape))
@@ -34,13 +36,18 @@ def control_model(directory, cls, **config):
 
 
 @pytest.fixture(scope="module")
+def plain_model(tmp_path_factory):
+    return with_transformer(tmp_path_factory.mktemp("m") / "plain", diffusers.WanTransformer3DModel, in_channels=16)
+
+
+@pytest.fixture(scope="module")
 def concat_model(tmp_path_factory):
-    return control_model(tmp_path_factory.mktemp("m") / "concat", diffusers.WanTransformer3DModel, in_channels=48)
+    return with_transformer(tmp_path_factory.mktemp("m") / "concat", diffusers.WanTransformer3DModel, in_channels=48)
 
 
 @pytest.fixture(scope="module")
 def vace_model(tmp_path_factory):
-    return control_model(tmp_path_factory.mktemp("m") / "vace", diffusers.WanVACETransformer3DModel, in_channels=16,
+    return with_transformer(tmp_path_factory.mktemp("m") / "vace", diffusers.WanVACETransformer3DModel, in_channels=16,
                          vace_layers=[0, 1], vace_in_channels=96)
 
 
@@ -90,17 +97,17 @@ def test_the_control_video_reaches_the_model(request, tmp_path, which):
     assert params["guide"]["control"] == "depth"
 
 
-def test_a_control_for_a_model_without_one_is_an_error(tmp_path):
+def test_a_control_for_a_model_without_one_is_an_error(plain_model, tmp_path):
     with pytest.raises(ValueError, match="guide.control = 'depth', but the model .* takes no control video"):
-        shot("", tmp_path / "cache", tmp_path / "out", control="depth")
+        shot(plain_model, tmp_path / "cache", tmp_path / "out", control="depth")
     with pytest.raises(ValueError, match="guide.control"):
-        shot("", tmp_path / "cache", tmp_path / "out", control="normals")
-    none = shot("", tmp_path / "cache", tmp_path / "none", control="none")  # the plain model, explicitly
-    auto = shot("", tmp_path / "cache", tmp_path / "auto")
+        shot(plain_model, tmp_path / "cache", tmp_path / "out", control="normals")
+    none = shot(plain_model, tmp_path / "cache", tmp_path / "none", control="none")  # explicitly
+    auto = shot(plain_model, tmp_path / "cache", tmp_path / "auto")
     assert torch.equal(none.frames, auto.frames)
 
 
-def test_the_command_line_takes_the_control(concat_model, tmp_path):
+def test_the_command_line_takes_the_control(plain_model, concat_model, tmp_path):
     import subprocess
     import sys
     small = ["--frames", "5", "--width", "64", "--height", "48", "--steps", "2", "--no-mp4", "--no-exr"]
@@ -110,8 +117,8 @@ def test_the_command_line_takes_the_control(concat_model, tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     guide = json.loads((tmp_path / "ok" / "shot.json").read_text())["params"]["guide"]
     assert guide["control"] == "coverage" and guide["control_scale"] == 0.5
-    bad = subprocess.run([*run, "--control", "depth", "--out", str(tmp_path / "bad")], capture_output=True, text=True,
-                         timeout=600)
+    bad = subprocess.run([*run, "--model", plain_model, "--control", "depth", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "takes no control video" in bad.stderr
 
 

@@ -105,7 +105,9 @@ def test_a_stopped_transformer_run_resumes_to_the_same_weights(data, vae, transf
 
 def test_the_exported_model_is_a_bundle_the_shot_loads(vae, transformer_run, tmp_path):
     out = tmp_path / "default-model"
-    run("export_model.py", "--vae", os.path.join(vae, "vae"), "--run", transformer_run, "--out", out)
+    test_latents = tmp_path / "heldout.safetensors"
+    run("export_model.py", "--vae", os.path.join(vae, "vae"), "--run", transformer_run, "--out", out,
+        "--test-latents", test_latents)
     bundle = derrumbe.WanBundle.load(str(out))
     assert bundle.latent_channels == 16
     header = open(out / "transformer" / "diffusion_pytorch_model.safetensors", "rb").read(4096)
@@ -116,3 +118,9 @@ def test_the_exported_model_is_a_bundle_the_shot_loads(vae, transformer_run, tmp
     theirs = T5Tokenizer.from_pretrained(str(out / "tokenizer"))(text).input_ids
     assert [int(i) for i in derrumbe.Tokenizer.load(str(out / "tokenizer")).encode(text)] == theirs
     assert theirs[-1] == 1 and 2 not in theirs  # </s> at the end, no <unk>
+    from safetensors import safe_open
+    with safe_open(str(test_latents), "pt") as f:  # the held-out crops the suite measures the model on
+        assert sorted(f.keys()) == ["control_0", "latents_0"]  # the synthetic data set holds one held-out clip
+        assert f.get_tensor("latents_0").shape == (16, 2, 6, 10) and f.get_tensor("latents_0").dtype == torch.float16
+        assert f.metadata()["caption_0"] == torch.load(os.path.join(transformer_run, "latents", "heldout",
+                                                                    "1000000.pt"))["caption"]

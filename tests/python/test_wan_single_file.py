@@ -664,7 +664,7 @@ def default_model_as_single_files(out, transformer_dtype="fp16"):
               "text_encoder": "models/umt5_tiny.safetensors", "tokenizer": "models/spiece.model",
               "flow_shift": scheduler.get("flow_shift") or scheduler.get("shift"),
               "scheduler": scheduler["_class_name"],
-              # its heads are 16 wide, not Wan's 128
+              # the head width and RoPE length, which the file's shapes do not tell
               "transformer_config": {"attention_head_dim": transformer_config["attention_head_dim"],
                                      "rope_max_seq_len": transformer_config["rope_max_seq_len"]}}
     (out / "bundle.json").write_text(json.dumps(bundle))
@@ -695,8 +695,8 @@ def test_bad_bundle_json_names_the_file_and_the_key(tmp_path):
         (dict(good, flow_shift=-1), ValueError, r"'flow_shift' must be a positive number"),
         (dict(good, text_encoder="models/nowhere.safetensors"), FileNotFoundError,
          r"'text_encoder'.*nowhere\.safetensors"),
-        (dict(good, transformer_config={}), ValueError,
-         r"'transformer'.*inner dim 64 is not a multiple of the head dim 128"),
+        (dict(good, transformer_config={"attention_head_dim": 96}), ValueError,
+         r"'transformer'.*inner dim \d+ is not a multiple of the head dim 96"),
         (dict(good, vae="models/wan_tiny_t2v.safetensors"), ValueError,
          r"'vae'.*the file holds no Wan VAE \(its \d+ tensors start 'model\.diffusion_model\..*wan_tiny_t2v"),
         (dict(good, transformer_config=7), ValueError, r"'transformer_config' must be a config object"),
