@@ -16,9 +16,9 @@ caption; never trained on) the same shot runs through derrumbe.Shot:
   endpoint error on the moving pieces, and the IoU of the moving mask (|flow| > 0.5 px) with the
   simulation's moving pieces (Physics-IQ's motion-mask IoU). Both are calibrated on the Cycles
   frames themselves (the floor), and the spread over seeds is reported;
-* the prompt's effect: the same shot with the caption's material and time of day swapped
-  (concrete <-> red brick, noon <-> golden hour), and the measured change in the direction
-  the words ask for (redness of the building, warmth and brightness of the frame);
+* the prompt's effect: the same shot with the caption's material and time of day rewritten,
+  once as a concrete building at noon and once as a red brick one at golden hour, and whether
+  the building gets redder and the frame warmer, as the words ask;
 * the main job's time: a whole shot of 33 frames (simulate to MP4 + EXR) on this machine.
 
 Writes OUT/results.json, OUT/ladder.md and OUT/strip.png (proxy | generated | Cycles).
@@ -123,15 +123,22 @@ def shot(clip: Dict, model: str, seed: int, steps: int, out: str, prompt: str = 
     return derrumbe.Shot(derrumbe.Scene.from_json(json.dumps(clip["scene"])), **params).render().frames
 
 
-def swapped(caption: str) -> str:
-    """The caption with its material and time of day swapped (the words the data uses)."""
-    pairs = [("red brick", "concrete"), ("golden hour", "noon")]
-    for a, b in pairs:
-        if a in caption:
-            caption = caption.replace(a, b)
-        elif b in caption:
-            caption = caption.replace(b, a)
-    return caption
+MATERIAL_WORDS = ("red brick", "concrete", "glass and steel", "steel-framed")  # training/scenes.py's
+TIME_WORDS = ("golden hour", "morning", "noon", "overcast")
+
+
+def prompt_twins(caption: str):
+    """The caption rewritten twice: a concrete building at noon, and a red brick one at golden
+    hour. The second asks for a redder building and a warmer frame."""
+    def rewritten(material: str, time_of_day: str) -> str:
+        text = caption
+        for words, new in ((MATERIAL_WORDS, material), (TIME_WORDS, time_of_day)):
+            for w in words:
+                if w in text:
+                    text = text.replace(w, new)
+                    break
+        return text
+    return rewritten("concrete", "noon"), rewritten("red brick", "golden hour")
 
 
 def untrained_model(trained: str, out: str) -> str:
@@ -220,11 +227,13 @@ def main() -> None:
             frames = shot(clip, untrained, seed, args.steps, work, **RUNGS["+ control video"])
             record("untrained model (+ control video)", psnr=psnr(frames, cycles), ssim=ssim(frames, cycles),
                    **motion_scores(frames, exact, coverage))
-        # the prompt's effect: the caption and its swapped twin, seed 0, the full ladder
-        other = swapped(clip["caption"])
-        a = look(shot(clip, model, 0, args.steps, work, **RUNGS["+ control video"]), coverage)
-        b = look(shot(clip, model, 0, args.steps, work, prompt=other, **RUNGS["+ control video"]), coverage)
-        prompt_effect.append({"caption": clip["caption"], "swapped": other, "caption_look": a, "swapped_look": b})
+        # the prompt's effect: the twin prompts, seed 0, the control-video rung
+        plain, red_warm = prompt_twins(clip["caption"])
+        a = look(shot(clip, model, 0, args.steps, work, prompt=plain, **RUNGS["+ control video"]), coverage)
+        b = look(shot(clip, model, 0, args.steps, work, prompt=red_warm, **RUNGS["+ control video"]), coverage)
+        prompt_effect.append({"prompts": [plain, red_warm], "looks": [a, b],
+                              "as_asked": {"building_redness": b["building_redness"] > a["building_redness"],
+                                           "warmth": b["warmth"] > a["warmth"]}})
 
     # the main job's time: a whole shot of the first held-out clip, from a cold cache, MP4 + EXR
     clip = common.load_clip(folders[0])["clip"]
@@ -251,10 +260,16 @@ def main() -> None:
     with open(os.path.join(args.out, "ladder.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    lines = ["", "| prompts (concrete, noon -> red brick, golden hour) | building redness (R - B) | warmth (R - B) "
+             "| brightness | as asked |", "|---|---|---|---|---|"]
     for p in prompt_effect:
-        print(f"prompt: '{p['caption']}' -> '{p['swapped']}': "
-              + ", ".join(f"{k} {p['caption_look'][k]:.3f} -> {p['swapped_look'][k]:.3f}" for k in p["caption_look"]))
-
+        a, b = p["looks"]
+        change = [f"{a[k]:.3f} -> {b[k]:.3f}" for k in a]
+        verdict = ", ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in p["as_asked"].items())
+        lines.append(f"| {p['prompts'][1]} | " + " | ".join(change) + f" | {verdict} |")
+    with open(os.path.join(args.out, "ladder.md"), "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()

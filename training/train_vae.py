@@ -1,7 +1,7 @@
 """Trains the default model's VAE: a small Wan2.1 VAE (diffusers' AutoencoderKLWan, common.VAE)
 on the Cycles frames of the training clips, so that its latents describe path-traced pictures.
 
-    python training/train_vae.py --data data --out runs/vae [--steps 3000] [--minutes 110]
+    python training/train_vae.py --data data --out runs/vae [--steps 1200] [--minutes 110]
 
 Loss: L1 reconstruction of random 5-frame 64x64 windows (random horizontal flips) plus a
 small KL term that keeps the posterior a Gaussian near the prior. Resumable: the state is
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data")
     parser.add_argument("--out", default="runs/vae")
-    args = common.run_arguments(parser, steps=3000, batch=4, lr=3e-4)
+    args = common.run_arguments(parser, steps=1200, batch=4, lr=3e-4)
 
     folders = common.clip_folders(args.data, "train")
     if not folders:

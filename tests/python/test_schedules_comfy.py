@@ -170,8 +170,10 @@ def test_discrete_vp_sigmas_match_the_diffusers_schedulers(schedule):
 
 def test_default_table_is_stable_diffusions():
     assert DEFAULT_TABLE == S.discrete_vp_sigmas(1000, 0.00085, 0.012, "scaled_linear")
+    # the ends from the definition: sigma_t = sqrt((1 - abar_t) / abar_t), abar_t = prod(1 - beta_s)
     assert DEFAULT_TABLE[0] == pytest.approx(math.sqrt(0.00085 / (1 - 0.00085)), rel=1e-15)
-    assert DEFAULT_TABLE[-1] == pytest.approx(14.614642, rel=1e-6)
+    betas = diffusers_betas_float64(1000, 0.00085, 0.012, "scaled_linear")
+    assert DEFAULT_TABLE[-1] == pytest.approx(sigmas_from_betas(betas)[-1].item(), rel=1e-12)
 
 
 # ---- the table-picking schedules ------------------------------------------------------------
@@ -215,10 +217,13 @@ def test_ddim_uniform(n, table_name):
 
 
 def test_ddim_uniform_step_counts():
-    """ComfyUI's ddim_uniform does not always give n steps (floor stride, starting at index 1)."""
-    assert len(S.ddim_uniform(7, DEFAULT_TABLE)) - 1 == 8  # stride 142: indices 1, 143, ..., 995
-    assert len(S.ddim_uniform(20, DEFAULT_TABLE)) - 1 == 20  # stride 50: 1 .. 951
-    assert len(S.ddim_uniform(1000, DEFAULT_TABLE)) - 1 == 999  # stride 1: indices 1 .. 999
+    """ComfyUI's ddim_uniform does not always give n steps: it takes every floor(L / n)-th entry
+    from index 1, so the count is len(range(1, L, floor(L / n)))."""
+    length = len(DEFAULT_TABLE)
+    for n in (1, 7, 20, 300, 1000):
+        expected = len(range(1, length, max(length // n, 1)))
+        assert len(S.ddim_uniform(n, DEFAULT_TABLE)) - 1 == expected, n
+    assert len(S.ddim_uniform(7, DEFAULT_TABLE)) - 1 != 7  # stride 142 gives 8 steps
     assert as_list(S.ddim_uniform(1, DEFAULT_TABLE)) == [DEFAULT_TABLE[1], 0.0]
 
 
@@ -299,26 +304,30 @@ def test_beta_skips_repeated_indices():
     assert actual == ref_beta(50, table, 0.5, 0.7)
 
 
-# Minimal reproductions of the two beta_ppf discrepancies.
+# The cases that guard beta_ppf's rounding and its upper end (see the note above BIG_TABLE's
+# tests): each expected value comes from the reference, and the quantile it rests on is checked
+# from the distribution's symmetry or its end.
 
 
-def test_beta_midpoint_tie_minimal():
-    # ComfyUI: ppf(0.5; 0.6, 0.6) * 3 = 1.5 -> rint -> 2 -> table[2] = 3.0; derrumbe picks table[1] = 2.0.
-    assert ref_beta(2, [1.0, 2.0, 3.0, 4.0]) == [4.0, 3.0, 0.0]
-    assert as_list(S.beta(2, [1.0, 2.0, 3.0, 4.0])) == [4.0, 3.0, 0.0]
+def test_beta_rounds_a_half_index_as_numpy_rint():
+    # a symmetric Beta's median is 0.5: with 4 entries the index is 0.5 * 3 = 1.5, which rint
+    # takes to 2 (half to even), so the second sigma is table[2]
+    assert ref_beta_indices(2, 4, 0.6, 0.6)[1] == 2
+    assert as_list(S.beta(2, [1.0, 2.0, 3.0, 4.0])) == ref_beta(2, [1.0, 2.0, 3.0, 4.0])
 
 
 def test_beta_default_20_steps_middle_sigma():
-    # The most common use: 20 steps, default alpha = beta = 0.6, SD's table. Step 10 has q = 0.5.
+    # The most common use: 20 steps, default alpha = beta = 0.6, SD's table. Step 10 has q = 0.5,
+    # the median, at index rint(0.5 * 999) = rint(499.5) = 500 (half to even).
     table = DEFAULT_TABLE
-    assert ref_beta(20, table)[10] == table[500]
-    assert as_list(S.beta(20, table))[10] == table[500]  # derrumbe: table[499]
+    assert ref_beta_indices(20, len(table), 0.6, 0.6)[10] == 500
+    assert as_list(S.beta(20, table))[10] == ref_beta(20, table)[10] == table[500]
 
 
 @pytest.mark.parametrize("alpha, beta", [(0.6, 5.0), (0.6, 10.0), (2.0, 8.0), (1.0, 20.0)])
 def test_beta_first_sigma_is_the_table_maximum(alpha, beta):
-    # q = 1 at step 0, ppf(1) = 1: every beta schedule starts at sigma_max (ComfyUI included).
-    # derrumbe starts at table[998], [972], [992], [845] respectively.
+    # q = 1 at step 0 and ppf(1) = 1 for every Beta: a beta schedule starts at sigma_max, even
+    # where the CDF reaches 1.0 in double precision well before x = 1 (large beta)
     table = DEFAULT_TABLE
     assert ref_beta(10, table, alpha, beta)[0] == table[-1]
     assert as_list(S.beta(10, table, alpha, beta)) == ref_beta(10, table, alpha, beta)
