@@ -7,8 +7,9 @@ For each held-out clip (training/make_data.py: Cycles frames, derrumbe's passes,
 caption; never trained on) the same shot runs through derrumbe.Shot:
 
 * picture quality: PSNR and SSIM of the generated frames against the Cycles frames, beside the
-  proxy render against them and the untrained model (the same architecture, seeded random
-  weights) against them;
+  proxy render against them, the untrained model (the same architecture, seeded random
+  weights) against them, and the Cycles frames through the model's VAE (what the latents can
+  hold at best);
 * motion adherence, for the guidance ladder: text-to-video with plain noise -> + warped noise ->
   + SDEdit from the proxy -> + flow-warp energy -> + control video (-> + control guidance, CFG
   toward the control). Optical flow is measured on
@@ -162,6 +163,12 @@ def untrained_model(trained: str, out: str) -> str:
     return folder
 
 
+def vae_roundtrip(vae, frames: torch.Tensor) -> torch.Tensor:
+    """frames [F, 3, H, W] in [0, 1] encoded and decoded by the model's VAE (derrumbe's native one)."""
+    video = frames.permute(1, 0, 2, 3)[None] * 2 - 1
+    return ((vae.decode(vae.encode(video))[0].permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1)
+
+
 def spread(values: List[float]) -> Dict[str, float]:
     values = [v for v in values if not math.isnan(v)]
     if not values:
@@ -197,6 +204,7 @@ def main() -> None:
     model = args.model or derrumbe.default_model_path()
     work = tempfile.mkdtemp(prefix="derrumbe-bench-")
     untrained = untrained_model(model, work)
+    vae = derrumbe.WanVae.load(os.path.join(model, "vae"))
     os.makedirs(args.out, exist_ok=True)
 
     rows: Dict[str, Dict[str, List[float]]] = {}
@@ -217,6 +225,9 @@ def main() -> None:
         record("Cycles frames (the floor)", **motion_scores(cycles, exact, coverage))
         record("proxy render", psnr=psnr(data["proxy"], cycles), ssim=ssim(data["proxy"], cycles),
                **motion_scores(data["proxy"], exact, coverage))
+        decoded = vae_roundtrip(vae, cycles)
+        record("Cycles frames through the VAE (the ceiling)", psnr=psnr(decoded, cycles), ssim=ssim(decoded, cycles),
+               **motion_scores(decoded, exact, coverage))
         for seed in range(args.seeds):
             for rung, guide in RUNGS.items():
                 frames = shot(clip, model, seed, args.steps, work, **guide)

@@ -29,9 +29,9 @@ def folder_mb(path: str) -> float:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 2**20
 
 
-def write_test_latents(run: str, out: str) -> None:
+def write_test_latents(latents: str, out: str) -> None:
     """latents_<i> and control_<i> (float16) and the captions (metadata) of the first held-out clips."""
-    folder = os.path.join(run, "latents", "heldout")
+    folder = os.path.join(latents, "heldout")
     items = [torch.load(os.path.join(folder, name)) for name in sorted(os.listdir(folder))[:TEST_CLIPS]]
     tensors = {f"{kind}_{i}": item[kind][TEST_CROP].to(torch.float16).contiguous()
                for i, item in enumerate(items) for kind in ("latents", "control")}
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--vae", default="runs/vae/vae")
     parser.add_argument("--run", default="runs/transformer", help="train_transformer.py's output folder")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "assets", "default-model"))
+    parser.add_argument("--latents", default="runs/latents", help="encode_latents.py's output folder")
     parser.add_argument("--test-latents", default=TEST_LATENTS)
     args = parser.parse_args()
     staging = args.out.rstrip("/") + ".part"
@@ -62,7 +63,7 @@ def main() -> None:
         raise SystemExit(f"the model is {size:.1f} MB, over the {LIMIT_MB} MB the repository takes")
     shutil.rmtree(args.out, ignore_errors=True)
     os.replace(staging, args.out)
-    write_test_latents(args.run, args.test_latents)
+    write_test_latents(args.latents, args.test_latents)
     print(f"wrote {args.out}: {size:.1f} MB, and {args.test_latents}")
 
 

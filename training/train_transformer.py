@@ -2,14 +2,14 @@
 latents of the Cycles frames, conditioned on the proxy render (channel concatenation, as
 Wan2.1-Fun-Control takes a control video) and on the clip's caption.
 
-    python training/train_transformer.py --data data --vae runs/vae/vae --out runs/transformer \\
-        [--steps 2000] [--minutes 110]
+    python training/train_transformer.py --data data --latents runs/latents --out runs/transformer \\
+        [--steps 1800] [--minutes 110]
 
 In order, each part resumable:
 1. the tokenizer: a SentencePiece unigram model (T5's ids: pad 0, eos 1, unk 2) trained on the
    training captions, OUT/tokenizer/spiece.model;
-2. the latents: every clip's Cycles frames and proxy render encoded by the trained VAE
-   (normalized posterior means), OUT/latents/<split>/<seed>.pt, clip by clip;
+2. the latents that training/encode_latents.py wrote: every clip's Cycles frames and proxy
+   render encoded by the trained VAE (normalized posterior means);
 3. training: x_t = (1 - t) x0 + t noise with t from the shifted uniform the sampler's schedule
    uses (shift 3), the model predicts noise - x0 (Wan's flow prediction), mean squared error.
    The control is replaced by zeros (the model's "no control") and the caption by the empty
@@ -28,7 +28,7 @@ import os
 from typing import Dict, List
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers import WanTransformer3DModel
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 import common
@@ -56,30 +56,18 @@ def train_tokenizer(out: str, captions: List[str]) -> str:
     return folder
 
 
-# ---- 2. latents --------------------------------------------------------------------------------
+# ---- 2. latents (training/encode_latents.py) ---------------------------------------------------
 
 
-def normalized_latents(vae: AutoencoderKLWan, frames: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
-    return ((vae.encode(common.to_vae(frames)).latent_dist.mean - mean) / std)[0]
-
-
-@torch.no_grad()
-def encode_clips(vae: AutoencoderKLWan, data: str, split: str, out: str) -> List[str]:
-    """Each clip's {"latents", "control", "caption"} file under out/latents, written once (resumable)."""
-    paths = []
+def load_latents(data: str, latents: str, split: str) -> List[Dict]:
+    """Every clip's {"latents", "control", "caption"} as encode_latents.py wrote them."""
+    items = []
     for folder in common.clip_folders(data, split):
-        path = os.path.join(out, "latents", split, os.path.basename(folder) + ".pt")
+        path = os.path.join(latents, split, os.path.basename(folder) + ".pt")
         if not os.path.exists(path):
-            clip = common.load_clip(folder)
-            item = {"latents": normalized_latents(vae, clip["frames"]),
-                    "control": normalized_latents(vae, clip["proxy"]), "caption": clip["clip"]["caption"]}
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            torch.save(item, path + ".part")
-            os.replace(path + ".part", path)
-        paths.append(path)
-    return paths
+            raise SystemExit(f"{path} is missing: run training/encode_latents.py --data {data} --out {latents}")
+        items.append(torch.load(path))
+    return items
 
 
 # ---- 3. training -------------------------------------------------------------------------------
@@ -139,10 +127,10 @@ def update_ema(ema, model, decay: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data")
-    parser.add_argument("--vae", default="runs/vae/vae")
+    parser.add_argument("--latents", default="runs/latents", help="encode_latents.py's output folder")
     parser.add_argument("--out", default="runs/transformer")
     parser.add_argument("--heldout-every", type=int, default=250)
-    args = common.run_arguments(parser, steps=2000, batch=4, lr=3e-4)
+    args = common.run_arguments(parser, steps=1800, batch=4, lr=3e-4)
     clock = common.Clock(args.minutes * 60)
 
     train_folders = common.clip_folders(args.data, "train")
@@ -153,9 +141,8 @@ def main() -> None:
         with open(os.path.join(folder, "clip.json")) as f:
             captions.append(json.load(f)["caption"])
     tokenizer = T5Tokenizer.from_pretrained(train_tokenizer(args.out, captions))
-    vae = AutoencoderKLWan.from_pretrained(args.vae).eval()
-    train = [torch.load(p) for p in encode_clips(vae, args.data, "train", args.out)]
-    heldout = [torch.load(p) for p in encode_clips(vae, args.data, "heldout", args.out)]
+    train = load_latents(args.data, args.latents, "train")
+    heldout = load_latents(args.data, args.latents, "heldout")
     print(f"{len(train)} training clips, {len(heldout)} held out; latents {tuple(train[0]['latents'].shape)}; "
           f"{clock.elapsed():.0f} s", flush=True)
 

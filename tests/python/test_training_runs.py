@@ -82,15 +82,34 @@ def test_the_trained_vae_loads_natively_with_its_latent_statistics(vae):
 
 
 @pytest.fixture(scope="module")
-def transformer_run(data, vae, tmp_path_factory):
+def latents(data, vae, tmp_path_factory):
+    out = tmp_path_factory.mktemp("latents")
+    assert "train: 2 clips encoded" in run("encode_latents.py", "--data", data, "--vae", os.path.join(vae, "vae"),
+                                           "--out", out)
+    return str(out)
+
+
+def test_the_latents_are_the_shots_encoding_and_a_rerun_skips_them(data, vae, latents):
+    item = torch.load(os.path.join(latents, "heldout", "1000000.pt"))
+    assert item["latents"].shape == item["control"].shape == (16, 3, 12, 20)
+    clip = common.load_clip(os.path.join(data, "heldout", "1000000"))
+    ours = derrumbe.WanVae.load(os.path.join(vae, "vae"))
+    assert torch.allclose(item["control"], ours.encode(common.to_vae(clip["proxy"]))[0], atol=1e-5)
+    assert item["caption"] == clip["clip"]["caption"]
+    again = run("encode_latents.py", "--data", data, "--vae", os.path.join(vae, "vae"), "--out", latents)
+    assert "train: 0 clips encoded" in again and "heldout: 0 clips encoded" in again
+
+
+@pytest.fixture(scope="module")
+def transformer_run(data, latents, tmp_path_factory):
     straight = tmp_path_factory.mktemp("transformer_straight")
-    run("train_transformer.py", "--data", data, "--vae", os.path.join(vae, "vae"), "--out", straight, "--steps", 3,
+    run("train_transformer.py", "--data", data, "--latents", latents, "--out", straight, "--steps", 3,
         "--batch", 2, "--heldout-every", 2)
     return str(straight)
 
 
-def test_a_stopped_transformer_run_resumes_to_the_same_weights(data, vae, transformer_run, tmp_path):
-    args = ["--data", data, "--vae", os.path.join(vae, "vae"), "--out", tmp_path, "--steps", 3, "--batch", 2,
+def test_a_stopped_transformer_run_resumes_to_the_same_weights(data, latents, transformer_run, tmp_path):
+    args = ["--data", data, "--latents", latents, "--out", tmp_path, "--steps", 3, "--batch", 2,
             "--heldout-every", 2]
     assert "stopped at step 2 of 3" in run("train_transformer.py", *args, "--stop-at", 2)
     assert "resumed at step 2 after" in run("train_transformer.py", *args)
@@ -99,15 +118,13 @@ def test_a_stopped_transformer_run_resumes_to_the_same_weights(data, vae, transf
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert len(state["losses"]["train"]) == 3 and len(state["losses"]["held-out (EMA)"]) == 2
     assert os.path.getsize(tmp_path / "transformer_loss.png") > 1000
-    latents = torch.load(tmp_path / "latents" / "heldout" / "1000000.pt")
-    assert latents["latents"].shape == latents["control"].shape == (16, 3, 12, 20)
 
 
-def test_the_exported_model_is_a_bundle_the_shot_loads(vae, transformer_run, tmp_path):
+def test_the_exported_model_is_a_bundle_the_shot_loads(vae, latents, transformer_run, tmp_path):
     out = tmp_path / "default-model"
     test_latents = tmp_path / "heldout.safetensors"
-    run("export_model.py", "--vae", os.path.join(vae, "vae"), "--run", transformer_run, "--out", out,
-        "--test-latents", test_latents)
+    run("export_model.py", "--vae", os.path.join(vae, "vae"), "--run", transformer_run, "--latents", latents,
+        "--out", out, "--test-latents", test_latents)
     bundle = derrumbe.WanBundle.load(str(out))
     assert bundle.latent_channels == 16
     header = open(out / "transformer" / "diffusion_pytorch_model.safetensors", "rb").read(4096)
@@ -122,5 +139,4 @@ def test_the_exported_model_is_a_bundle_the_shot_loads(vae, transformer_run, tmp
     with safe_open(str(test_latents), "pt") as f:  # the held-out crops the suite measures the model on
         assert sorted(f.keys()) == ["control_0", "latents_0"]  # the synthetic data set holds one held-out clip
         assert f.get_tensor("latents_0").shape == (16, 2, 6, 10) and f.get_tensor("latents_0").dtype == torch.float16
-        assert f.metadata()["caption_0"] == torch.load(os.path.join(transformer_run, "latents", "heldout",
-                                                                    "1000000.pt"))["caption"]
+        assert f.metadata()["caption_0"] == torch.load(os.path.join(latents, "heldout", "1000000.pt"))["caption"]
