@@ -268,19 +268,17 @@ def main() -> None:
     lines.append("")
     lines.append(f"{len(folders)} held-out clips x {args.seeds} seeds, {args.steps} steps (mean ± std over clips and "
                  f"seeds). Main job (33 frames, simulate to MP4 + EXR): {main_job_s:.1f} s.")
-    with open(os.path.join(args.out, "ladder.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    lines = ["", "| prompts (concrete, noon -> red brick, golden hour) | building redness (R - B) | warmth (R - B) "
+    lines += ["", "| prompts (concrete, noon -> red brick, golden hour) | building redness (R - B) | warmth (R - B) "
              "| brightness | as asked |", "|---|---|---|---|---|"]
     for p in prompt_effect:
         a, b = p["looks"]
         change = [f"{a[k]:.3f} -> {b[k]:.3f}" for k in a]
         verdict = ", ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in p["as_asked"].items())
         lines.append(f"| {p['prompts'][1]} | " + " | ".join(change) + f" | {verdict} |")
-    with open(os.path.join(args.out, "ladder.md"), "a") as f:
+    with open(os.path.join(args.out, "ladder.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
 
 if __name__ == "__main__":
     main()
