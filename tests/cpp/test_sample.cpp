@@ -6,6 +6,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "derrumbe/derrumbe.h"
 #include "derrumbe/derrumbe.hpp"
 
 namespace {
@@ -312,4 +313,47 @@ TEST_CASE("solver steps update x in place when nothing else holds it") {
     CHECK(buffers.size() == 1);  // one buffer after the first step, which must not write into xT
     CHECK(at::equal(xT, before));
   }
+}
+
+// The C API's paths that test_capi.c cannot compare with the library: its noise, its float32
+// sampling and its schedule names, each against the C++ call it converts to.
+namespace {
+// N(0.5, 0.2^2) per element in float32, as a C caller would write it.
+int gaussian_denoise_f32(void*, const void* x, void* out, size_t count, double sigma) {
+  const auto* in = static_cast<const float*>(x);
+  auto* o = static_cast<float*>(out);
+  const double shrink = 0.04 / (0.04 + sigma * sigma);
+  for (size_t i = 0; i < count; ++i) o[i] = static_cast<float>(0.5 + shrink * (in[i] - 0.5));
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("the C API's noise, float32 sampling and schedule names are the library's") {
+  const std::vector<int64_t> shape{2, 3, 5};
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    INFO("dtype ", dtype);
+    at::Tensor ours = at::empty(shape, at::TensorOptions().dtype(dtype));
+    REQUIRE(drb_randn(7, 3, dtype == at::kFloat ? DRB_FLOAT32 : DRB_FLOAT64, shape.data(), shape.size(),
+                      ours.data_ptr()) == DRB_OK);
+    CHECK(at::equal(ours, drb::randn(shape, drb::NoiseAddress{7, 3}, at::TensorOptions().dtype(dtype))));
+  }
+
+  const at::Tensor sigmas = drb::schedules::karras(20, 0.01, 10.0);
+  const at::Tensor start = drb::randn(shape, drb::NoiseAddress{1, 0}, at::TensorOptions().dtype(at::kFloat)) * 10.0;
+  at::Tensor x = start.clone();
+  drb_sample_params params;
+  drb_sample_params_init(&params);
+  params.sampler = "dpmpp_2m";
+  REQUIRE(drb_sample(gaussian_denoise_f32, nullptr, DRB_FLOAT32, shape.data(), shape.size(), x.data_ptr(),
+                     sigmas.data_ptr<double>(), sigmas.numel(), &params) == DRB_OK);
+  drb::GaussianMixtureDenoiser model(at::full({1, 3, 5}, 0.5, f64), at::full({1}, 0.2, f64), at::ones({1}, f64));
+  CHECK(at::allclose(x, drb::sample(model, start, sigmas, "dpmpp_2m"), 1e-5, 1e-5));
+  // and both solve the probability-flow ODE (the closed form of single_gaussian's comment)
+  const at::Tensor exact = 0.5 + (start - 0.5) * 0.2 / std::sqrt(0.04 + 100.0);
+  CHECK(at::allclose(x, exact, 0.0, 1e-2));
+
+  const auto names = drb::schedules::names();
+  REQUIRE(drb_schedule_count() == names.size());
+  for (size_t i = 0; i < names.size(); ++i) CHECK(std::string(drb_schedule_name(i)) == names[i]);
+  CHECK(drb_schedule_name(names.size()) == nullptr);
 }

@@ -666,7 +666,9 @@ def default_model_as_single_files(out, transformer_dtype="fp16"):
               "scheduler": scheduler["_class_name"],
               # the head width and RoPE length, which the file's shapes do not tell
               "transformer_config": {"attention_head_dim": transformer_config["attention_head_dim"],
-                                     "rope_max_seq_len": transformer_config["rope_max_seq_len"]}}
+                                     "rope_max_seq_len": transformer_config["rope_max_seq_len"]},
+              # and the latent statistics of this VAE, which a file without config would take from Wan2.1
+              "vae_config": {k: vae_config[k] for k in ("latents_mean", "latents_std")}}
     (out / "bundle.json").write_text(json.dumps(bundle))
     return str(out / "bundle.json"), t_values
 
@@ -728,9 +730,10 @@ def test_bundle_load_files_and_json(tmp_path):
         a, b = getattr(from_json, part).parameters(), getattr(directory, part).parameters()
         assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a), part
 
-    # load_files infers every config, so the 16-wide heads of this model need bundle.json's
-    # override; a transformer file with 128-wide heads loads by itself:
-    heads128 = make_transformer(dict(T128, text_dim=64))
+    # load_files infers every config (heads 128 wide, as Wan's, unless bundle.json says
+    # otherwise): a transformer file with 128-wide heads loads by itself beside this umT5
+    text_width = json.load(open(os.path.join(DEFAULT_MODEL, "text_encoder", "config.json")))["d_model"]
+    heads128 = make_transformer(dict(T128, text_dim=text_width))
     t, _ = store(heads128.state_dict(), "bf16", comfy_transformer_name)
     safetensors_torch.save_file(t, str(models / "wan_t128.safetensors"))
     files = derrumbe.WanBundle.load_files(str(models / "wan_t128.safetensors"), str(models / "wan_tiny_vae.safetensors"),
@@ -769,8 +772,8 @@ def test_bundle_load_files_and_json(tmp_path):
                                            "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
     assert mixed.component_hash("vae") == directory.component_hash("vae")
     # mismatched parts are named
-    with pytest.raises(ValueError, match=r"wan model \(text_encoder\): the text encoder's width \(64\) differs from "
-                                         r"the transformer's text_dim \(32\)"):
+    with pytest.raises(ValueError, match=rf"wan model \(text_encoder\): the text encoder's width \({text_width}\) "
+                                         r"differs from the transformer's text_dim \(32\)"):
         small = make_transformer(T128)
         t, _ = store(small.state_dict(), "bf16", comfy_transformer_name)
         safetensors_torch.save_file(t, str(models / "wan_t128_text32.safetensors"))
