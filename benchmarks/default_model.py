@@ -165,8 +165,7 @@ def untrained_model(trained: str, out: str) -> str:
 
 def vae_roundtrip(vae, frames: torch.Tensor) -> torch.Tensor:
     """frames [F, 3, H, W] in [0, 1] encoded and decoded by the model's VAE (derrumbe's native one)."""
-    video = frames.permute(1, 0, 2, 3)[None] * 2 - 1
-    return ((vae.decode(vae.encode(video))[0].permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1)
+    return ((vae.decode(vae.encode(common.to_vae(frames)))[0].permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1)
 
 
 def spread(values: List[float]) -> Dict[str, float]:
