@@ -149,12 +149,15 @@ def start_noise(seed=4):
 # ---- the two runs --------------------------------------------------------------------------------
 
 
-def run_diffusers(text_side, transformer_pair, vae_pair, scheduler, steps, noise):
-    """(final latents, frames [B, F, C, H, W], the latents after each step)."""
+def run_diffusers(text_side, transformer_pair, vae_pair, scheduler, steps, noise, low_expert=None,
+                  boundary_ratio=None):
+    """(final latents, frames [B, F, C, H, W], the latents after each step). With a low-noise
+    expert and a boundary it is Wan2.2-A14B's two-expert pipeline, else Wan2.1's."""
     tokenizer, encoder, _ = text_side
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=encoder, transformer=transformer_pair[0],
+                       transformer_2=low_expert and low_expert[0], boundary_ratio=boundary_ratio,
                        vae=vae_pair[1], scheduler=scheduler)
-    assert pipe.config.boundary_ratio is None and pipe.transformer_2 is None  # Wan2.1: one expert
+    assert pipe.config.boundary_ratio == boundary_ratio
     pipe.set_progress_bar_config(disable=True)
     trajectory = []
 
@@ -173,12 +176,17 @@ def run_diffusers(text_side, transformer_pair, vae_pair, scheduler, steps, noise
     return latents, frames, trajectory, embeds
 
 
-def run_derrumbe(text_side, transformer_pair, vae_pair, sigmas, sampler, noise, integer_timesteps=False, **options):
-    """(final latents, frames [B, F, C, H, W], the VE states after each step, (cond, negative))."""
+def run_derrumbe(text_side, transformer_pair, vae_pair, sigmas, sampler, noise, integer_timesteps=False,
+                 low_expert=None, boundary=None, **options):
+    """(final latents, frames [B, F, C, H, W], the VE states after each step, (cond, negative)).
+    With a low-noise expert: ExpertSwitch(high, low, boundary) in place of the one transformer."""
     tokenizer, encoder = text_side[2]
     cond = derrumbe.encode_prompts(tokenizer, encoder, [PROMPT], max_length=MAX_LENGTH)
     negative = derrumbe.encode_prompts(tokenizer, encoder, [NEGATIVE], max_length=MAX_LENGTH)
     denoiser = derrumbe.WanDenoiser(transformer_pair[1], cond, negative, integer_timesteps=integer_timesteps)
+    if low_expert is not None:
+        low = derrumbe.WanDenoiser(low_expert[1], cond, negative, integer_timesteps=integer_timesteps)
+        denoiser = derrumbe.ExpertSwitch(denoiser, low, boundary)
     model = derrumbe.Guided(denoiser, method="cfg", scale=GUIDANCE)
     states = []
 
@@ -262,6 +270,38 @@ def test_euler_matches_wan_pipeline(text_side, transformer_pair, vae_pair):
     unguided = derrumbe.sample(derrumbe.WanDenoiser(transformer_pair[1], cond), noise * (1 + float(sigmas[0])),
                                sigmas, "euler", progress=False)
     assert max_abs(unguided, theirs[0]) > 1e-2
+
+
+# ---- Wan2.2-A14B: two experts switched at a boundary (ExpertSwitch) -----------------------------
+
+
+def test_expert_switch_matches_two_expert_wan_pipeline(text_side, transformer_pair, vae_pair, tmp_path):
+    """WanPipeline(transformer_2=low, boundary_ratio) runs the high-noise expert while the
+    transformer timestep t * 1000 >= boundary_ratio * 1000, then the low-noise one, with the same
+    CFG scale (guidance_scale_2 defaults to guidance_scale). Euler with shift 7 over 4 steps
+    visits t = 1, 0.955, 0.875, 0.7: a boundary of 0.9 gives each expert two steps, none of them
+    near the boundary."""
+    torch.manual_seed(1)
+    low_model = perturbed(WanTransformer3DModel(**TRANSFORMER), seed=6)
+    low_model.save_pretrained(str(tmp_path / "low"), safe_serialization=True)
+    low_expert = (low_model, derrumbe.WanTransformer.load(str(tmp_path / "low")))
+    steps, boundary = 4, 0.9
+    sigmas = ve_sigmas(FlowMatchEulerDiscreteScheduler(shift=7.0), steps,
+                       derrumbe.schedules.flow_shift(steps, shift=7.0, spacing="euler"))
+    t = flow_t(sigmas)
+    assert (t[:-1] >= boundary).sum() == 2 and (t[:-1] - boundary).abs().min() > 0.02
+
+    noise = start_noise(seed=6)
+    theirs = run_diffusers(text_side, transformer_pair, vae_pair, FlowMatchEulerDiscreteScheduler(shift=7.0), steps,
+                           noise, low_expert=low_expert, boundary_ratio=boundary)
+    ours = run_derrumbe(text_side, transformer_pair, vae_pair, sigmas, "euler", noise, low_expert=low_expert,
+                        boundary=boundary)
+    compare(f"two experts/{vae_pair[0]}", ours, theirs, sigmas)
+
+    # each expert matters: the high-noise one alone ends elsewhere, and so does the low-noise one
+    high_only = run_derrumbe(text_side, transformer_pair, vae_pair, sigmas, "euler", noise)[0]
+    low_only = run_derrumbe(text_side, low_expert, vae_pair, sigmas, "euler", noise)[0]
+    assert max_abs(high_only, theirs[0]) > 1e-2 and max_abs(low_only, theirs[0]) > 1e-2
 
 
 # ---- UniPCMultistepScheduler (what Wan ships) vs uni_pc_bh2 --------------------------------------
