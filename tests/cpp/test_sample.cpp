@@ -147,11 +147,16 @@ TEST_CASE("sampler errors name what is wrong") {
     at::Tensor denoise(const at::Tensor& x, double) override { return x * NAN; }
   } nan;
   CHECK_THROWS_WITH_AS(drb::sample(nan, x, sigmas, "euler"), doctest::Contains("non-finite"), drb::Error);
-  try {
-    drb::sample(throws, x, sigmas, "euler");
-  } catch (const drb::Error& e) {
-    CHECK(e.code() == drb::ErrorCode::model);
-  }
+  // A model's own exception becomes ErrorCode::model (a run that throws nothing fails here too).
+  const auto code_of_failure = [&] {
+    try {
+      drb::sample(throws, x, sigmas, "euler");
+    } catch (const drb::Error& e) {
+      return e.code();
+    }
+    return drb::ErrorCode::internal;
+  };
+  CHECK(code_of_failure() == drb::ErrorCode::model);
 }
 
 TEST_CASE("schedules: shape, order, end point and errors") {
@@ -286,10 +291,18 @@ TEST_CASE("Gaussian mixture denoiser: exact posterior mean, float32 and float64"
   const at::Tensor x = at::tensor({0.0, 1.0, 5.0}, f64).reshape({1, 3});
   CHECK(at::allclose(g.denoise(x, 1.0), 1.0 + (x - 1.0) * 0.8));
   CHECK(at::allclose(g.denoise(x.to(at::kFloat), 1.0), (1.0 + (x - 1.0) * 0.8).to(at::kFloat)));
-  // Two far-apart components: a point near one is denoised toward it.
+  // Two far-apart components (std 0.1): a point near one is denoised toward it by the
+  // one-component formula, since the other's responsibility is below 1e-19; the pull toward
+  // the mean shrinks as sigma grows (a denoiser that ignored sigma, or returned the nearest
+  // mean, would fail one of the two).
   drb::GaussianMixtureDenoiser two(at::tensor({-10.0, 10.0}, f64).reshape({2, 1}), at::tensor({0.1, 0.1}, f64),
                                    at::tensor({1.0, 1.0}, f64));
-  CHECK(two.denoise(at::tensor({9.0}, f64).reshape({1, 1}), 0.5)[0][0].item<double>() == doctest::Approx(9.96).epsilon(0.01));
+  const at::Tensor near = at::tensor({9.0}, f64).reshape({1, 1});
+  for (const double sigma : {0.5, 2.0}) {
+    CAPTURE(sigma);
+    const double exact = 10.0 + 0.01 / (0.01 + sigma * sigma) * (9.0 - 10.0);
+    CHECK(two.denoise(near, sigma)[0][0].item<double>() == doctest::Approx(exact).epsilon(1e-12));
+  }
   CHECK_THROWS_WITH_AS(two.denoise(at::ones({1, 2}, f64), 1.0), doctest::Contains("item shape"), drb::Error);
   CHECK_THROWS_WITH_AS(drb::GaussianMixtureDenoiser(at::ones({2, 1}, f64), at::ones({2}, f64), at::zeros({2}, f64)),
                        doctest::Contains("weights"), drb::Error);

@@ -23,11 +23,17 @@ def test_aovs_as_tensors(frames):
     assert x.shape == (4, len(names), 96, 160) and x.dtype == torch.float32
     ids = x[:, names.index("id")]
     assert (ids >= -1).all() and (ids >= 0).any()
-    # Resizing halves the flow vectors with the image.
-    full = derrumbe.aovs_to_tensor(aovs, ["forward.u"])
-    half = derrumbe.aovs_to_tensor(aovs, ["forward.u"], 48, 80)
-    assert half.shape == (4, 1, 48, 80)
-    torch.testing.assert_close(half.abs().max(), full.abs().max() / 2, rtol=0.35, atol=0.05)
+    # Resizing averages the flow over the pixels it merges and scales each component with its
+    # own axis: halving both sides halves u and v, halving the height halves v alone.
+    flow = ["forward.u", "forward.v"]
+    full = derrumbe.aovs_to_tensor(aovs, flow)
+    assert full.abs().max() > 1  # pieces move by more than a pixel
+    half = derrumbe.aovs_to_tensor(aovs, flow, 48, 80)
+    assert half.shape == (4, 2, 48, 80)
+    torch.testing.assert_close(half, torch.nn.functional.avg_pool2d(full, 2) / 2, rtol=1e-5, atol=1e-5)
+    flat = derrumbe.aovs_to_tensor(aovs, flow, 48, 160)
+    per_axis = torch.tensor([1.0, 0.5]).view(1, 2, 1, 1)
+    torch.testing.assert_close(flat, torch.nn.functional.avg_pool2d(full, (2, 1)) * per_axis, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown channel"):
         derrumbe.aovs_to_tensor(aovs, ["albedo"])
 
