@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# Builds the safetensors header fuzz target with libFuzzer + ASan + UBSan and runs it for a
-# bounded time over a seed corpus written here (valid headers, truncated and garbage ones).
-# Usage: run_fuzz.sh SOURCE_DIR BUILD_DIR [SECONDS]. Exits non-zero on a finding (the crashing
-# input is left in BUILD_DIR/fuzz/ as crash-*, leak-*, timeout-* or oom-*).
+# Builds the readers of outside data as libFuzzer targets with ASan + UBSan (tests/fuzz, a build
+# of its own with clang++) and runs each over a seed corpus of real files for a bounded time.
+# Usage: run_fuzz.sh SOURCE_DIR BUILD_DIR [SECONDS] [TARGET...]
+#   SECONDS: per target (default $DRB_FUZZ_SECONDS or 10); DRB_FUZZ_RUNS=N runs N inputs instead.
+#   TARGET: safetensors_header scene gltf track png exr video (default: all).
+# Exits non-zero on a finding; the input is left in BUILD_DIR/fuzz/TARGET/ as crash-*, leak-*,
+# timeout-* or oom-*. Prints each target's number of executions.
 set -euo pipefail
 src=$(cd "${1:?source dir}" && pwd)
 build=${2:?build dir}
-seconds=${3:-${DRB_FUZZ_SECONDS:-20}}
+seconds=${3:-${DRB_FUZZ_SECONDS:-10}}
+shift $(( $# < 3 ? $# : 3 ))
+targets=${*:-safetensors_header scene gltf track png exr video}
 CXX=${CLANGXX:-clang++}
-work="$build/fuzz"
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+mkdir -p "$build/fuzz"
+work=$(cd "$build/fuzz" && pwd)
 
-bin="$work/fuzz_safetensors_header"
-"$CXX" -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I "$src/include" \
-  "$src/src/models/safetensors_header.cpp" "$src/src/core/error.cpp" "$src/tests/fuzz/fuzz_safetensors_header.cpp" \
-  -o "$bin"
+cmake -S "$src/tests/fuzz" -B "$work/build" -G Ninja -DCMAKE_CXX_COMPILER="$CXX" >/dev/null
+cmake --build "$work/build"
 
+# Seeds: real files written by derrumbe's writers (make_seeds) and safetensors headers (below).
 seeds="$work/seeds"
-corpus="$work/corpus"
 rm -rf "$seeds"
-mkdir -p "$seeds" "$corpus"
-python3 - "$seeds" <<'PY'
+"$work/build/make_seeds" "$src/examples" "$seeds" >/dev/null
+mkdir -p "$seeds/safetensors_header"
+python3 - "$seeds/safetensors_header" <<'PY'
 import json, os, struct, sys
 out = sys.argv[1]
 n = 0
@@ -85,6 +87,7 @@ for name in sorted(os.listdir(out)):
         if 8 + k <= len(b):
             put(b[8:8 + k] + b"\0" + b[8 + k:])
 PY
+# Dictionaries: the safetensors header's words, and every key of the example scenes.
 cat > "$work/safetensors.dict" <<'DICT'
 "dtype"
 "shape"
@@ -108,14 +111,43 @@ cat > "$work/safetensors.dict" <<'DICT'
 "1e300"
 "\\u0000"
 DICT
+python3 - "$src/examples/scenes" > "$work/scene.dict" <<'PY'
+import json, os, sys
+keys = set()
+def walk(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            keys.add(k)
+            walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v)
+for name in os.listdir(sys.argv[1]):
+    walk(json.load(open(os.path.join(sys.argv[1], name))))
+for k in sorted(keys):
+    print(json.dumps(json.dumps(k)))
+PY
 
-cd "$work"
-rm -f crash-* leak-* timeout-* oom-* slow-unit-*
-status=0
-"$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=4096 -print_final_stats=1 \
-  -dict="$work/safetensors.dict" -artifact_prefix="$work/" "$corpus" "$seeds" || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "fuzz_safetensors: finding (exit status $status); inputs: $(ls "$work" | grep -E '^(crash|leak|timeout|oom)-' | tr '\n' ' ')" >&2
-  exit 1
-fi
-echo "fuzz_safetensors: no finding in ${seconds}s"
+limit="-max_total_time=$seconds"
+[ -z "${DRB_FUZZ_RUNS:-}" ] || limit="-runs=$DRB_FUZZ_RUNS"
+failed=""
+for target in $targets; do
+  dir="$work/$target"
+  mkdir -p "$dir/corpus"
+  rm -f "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* "$dir"/slow-unit-*
+  dict=""
+  [ "$target" != safetensors_header ] || dict="-dict=$work/safetensors.dict"
+  [ "$target" != scene ] || dict="-dict=$work/scene.dict"
+  status=0
+  (cd "$dir" && "$work/build/fuzz_$target" "$limit" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 $dict \
+     -artifact_prefix="$dir/" "$dir/corpus" "$seeds/$target" > "$dir/log" 2>&1) || status=$?
+  runs=$(grep -o 'number_of_executed_units: [0-9]*' "$dir/log" | tail -1 | grep -o '[0-9]*$' || echo "?")
+  if [ "$status" -ne 0 ]; then
+    tail -40 "$dir/log" >&2
+    echo "fuzz_$target: FINDING (exit status $status) after $runs executions; inputs: $(ls "$dir" | grep -E '^(crash|leak|timeout|oom)-' | tr '\n' ' ')" >&2
+    failed="$failed $target"
+  else
+    echo "fuzz_$target: $runs executions, no finding"
+  fi
+done
+[ -z "$failed" ] || { echo "findings in:$failed" >&2; exit 1; }

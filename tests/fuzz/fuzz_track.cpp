@@ -1,0 +1,14 @@
+// libFuzzer target: the track cache reader (load_track) on arbitrary bytes.
+// Property: a track it returns passes SimTrack::validate.
+#include <optional>
+
+#include "derrumbe/physics/io.hpp"
+#include "fuzz_input.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string path = drb_fuzz::write_input(data, size, ".drbtrack");
+  std::optional<drb::physics::SimTrack> track;
+  drb_fuzz::expect_result_or_error([&] { track = drb::physics::load_track(path); });
+  if (track) track->validate();  // an Error here escapes: a finding
+  return 0;
+}
