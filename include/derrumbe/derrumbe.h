@@ -5,7 +5,9 @@
  *   or aborts. After a failure, drb_last_error() gives this thread's message, which names the
  *   offending value, key or file.
  * - Params structs start with `size_t struct_size` and are filled with defaults by
- *   drb_*_params_init(&p); fields are only ever appended, so old callers keep working.
+ *   drb_*_params_init(&p); fields are only ever appended, so old callers keep working (a
+ *   smaller struct_size: the fields after it keep their defaults). A struct_size of 0, or one
+ *   larger than this build's struct (a caller built against a newer header), is an error.
  * - Buffers are the caller's: derrumbe reads and writes them during the call and keeps no
  *   pointer afterwards. Strings returned as `const char*` are static unless stated.
  * - Callbacks are per call. A progress callback returns non-zero to cancel.

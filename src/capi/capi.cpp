@@ -54,7 +54,12 @@ P read_params(const P* given, void (*init)(P*)) {
   init(&p);
   if (given != nullptr) {
     drb::check_arg(given->struct_size >= sizeof(size_t), "params.struct_size is not set (call the *_params_init function)");
-    std::memcpy(&p, given, std::min(given->struct_size, sizeof(P)));
+    // Smaller: an older caller, whose fields keep their meaning (defaults fill the rest).
+    // Larger: a caller built against a newer header, whose extra fields this build would ignore.
+    drb::check_arg(given->struct_size <= sizeof(P),
+                   "params.struct_size is " + std::to_string(given->struct_size) + " bytes, larger than the " +
+                       std::to_string(sizeof(P)) + " this build of derrumbe knows (a newer derrumbe.h?)");
+    std::memcpy(&p, given, given->struct_size);
     p.struct_size = sizeof(P);
   }
   return p;

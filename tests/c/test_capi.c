@@ -473,6 +473,151 @@ static int stop_after_two(void* user, int64_t step, int64_t num_steps, double si
   return step == 1;
 }
 
+/* Misuse of every entry point: NULL for each pointer argument, NULL handles, struct_size of
+ * zero, smaller than today's (an older caller: defaults fill the rest) and larger, buffers one
+ * element too small. Each gives a status and a message, never a crash or a write past a buffer
+ * (the C example runs under ASan in CTest; this test checks the statuses). */
+#define MISUSE(call)                                                     \
+  do {                                                                   \
+    const drb_status status_ = (call);                                   \
+    CHECK(status_ != DRB_OK);                                            \
+    CHECK(drb_last_error() != NULL && drb_last_error()[0] != '\0');      \
+  } while (0)
+
+static int identity_denoise(void* user, const void* x, void* out, size_t count, double sigma) {
+  (void)user, (void)sigma;
+  memcpy(out, x, count * sizeof(float));
+  return 0;
+}
+
+static void test_misuse(void) {
+  enum { F = 2, H = 8, W = 8 };
+  static float flow[F * 2 * H * W], masks[F * H * W], out[4096], poses[7 * 4096], vertices[3 * 256];
+  static uint32_t triangles[3 * 512];
+  const int64_t shape[2] = {2, 3};
+  const double sigmas[3] = {2.0, 1.0, 0.0};
+  float x[6] = {0}, noise[6] = {0};
+  double tail[3];
+  char text[16];
+  size_t n = 0, nv = 0, nt = 0, count = 0;
+  int64_t frames = 0, height = 0, width = 0;
+  drb_scene* scene = NULL;
+  drb_track* track = NULL;
+  drb_model* model = NULL;
+  drb_shot* shot = NULL;
+  drb_schedule_params sp;
+  drb_sample_params p;
+  drb_noise_warp_params wp;
+  drb_shot_params shp;
+  const char* json = "{\"version\": 1}";
+
+  /* schedules and sampling */
+  MISUSE(drb_schedule(NULL, 10, NULL, tail, 3, &n));
+  MISUSE(drb_schedule("karras", 10, NULL, NULL, 11, &n));
+  MISUSE(drb_schedule("karras", 10, NULL, tail, 3, NULL));
+  drb_schedule_params_init(&sp);
+  sp.struct_size = 0;
+  MISUSE(drb_schedule("karras", 2, &sp, tail, 3, &n));
+  sp.struct_size = sizeof sp + 1024;
+  MISUSE(drb_schedule("karras", 2, &sp, tail, 3, &n));
+  CHECK(strstr(drb_last_error(), "struct_size") != NULL);
+  sp.struct_size = sizeof(size_t) + sizeof(double); /* an older caller: sigma_min only */
+  sp.sigma_min = 0.5;
+  CHECK(drb_schedule("karras", 2, &sp, tail, 3, &n) == DRB_OK && n == 3 && tail[1] > 0.5);
+  MISUSE(drb_sample(NULL, NULL, DRB_FLOAT32, shape, 2, x, sigmas, 3, NULL));
+  MISUSE(drb_sample(identity_denoise, NULL, DRB_FLOAT32, NULL, 2, x, sigmas, 3, NULL));
+  MISUSE(drb_sample(identity_denoise, NULL, DRB_FLOAT32, shape, 2, NULL, sigmas, 3, NULL));
+  MISUSE(drb_sample(identity_denoise, NULL, DRB_FLOAT32, shape, 2, x, NULL, 3, NULL));
+  MISUSE(drb_sample(identity_denoise, NULL, (drb_dtype)99, shape, 2, x, sigmas, 3, NULL));
+  drb_sample_params_init(&p);
+  p.struct_size = 0;
+  MISUSE(drb_sample(identity_denoise, NULL, DRB_FLOAT32, shape, 2, x, sigmas, 3, &p));
+  drb_sample_params_init(&p);
+  p.sampler = NULL;
+  MISUSE(drb_sample(identity_denoise, NULL, DRB_FLOAT32, shape, 2, x, sigmas, 3, &p));
+  MISUSE(drb_randn(1, 0, DRB_FLOAT32, NULL, 2, x));
+  MISUSE(drb_randn(1, 0, DRB_FLOAT32, shape, 2, NULL));
+  MISUSE(drb_randn(1, 0, DRB_FLOAT32, shape, 0, x));
+
+  /* guidance */
+  drb_noise_warp_params_init(&wp);
+  wp.channels = 1;
+  wp.factor = 4;
+  MISUSE(drb_warp_noise(NULL, flow, F, H, W, &wp, out, 4096, &count));
+  CHECK(drb_warp_noise(flow, NULL, F, H, W, &wp, out, 4096, &count) == DRB_OK); /* backward is optional */
+  MISUSE(drb_warp_noise(flow, flow, F, H, W, &wp, NULL, 4096, &count));
+  MISUSE(drb_warp_noise(flow, flow, F, H, W, &wp, out, 4096, NULL));
+  CHECK(drb_warp_noise(flow, flow, F, H, W, &wp, out, 4096, &count) == DRB_OK);
+  MISUSE(drb_warp_noise(flow, flow, F, H, W, &wp, out, count - 1, &count)); /* one too small */
+  wp.struct_size = 0;
+  MISUSE(drb_warp_noise(flow, flow, F, H, W, &wp, out, 4096, &count));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, NULL, noise, sigmas, 3, 0.5, x, tail, &n));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, x, NULL, sigmas, 3, 0.5, x, tail, &n));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, x, noise, NULL, 3, 0.5, x, tail, &n));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, x, noise, sigmas, 3, 0.5, NULL, tail, &n));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, x, noise, sigmas, 3, 0.5, x, NULL, &n));
+  MISUSE(drb_sdedit_start(DRB_FLOAT32, shape, 2, x, noise, sigmas, 3, 0.5, x, tail, NULL));
+  MISUSE(drb_prepare_mask(NULL, F, H, W, 2, 2, 1, 0, 0, out, 4096, &count));
+  CHECK(drb_prepare_mask(masks, F, H, W, 2, 2, 1, 0, 0, out, 4096, &count) == DRB_OK);
+  MISUSE(drb_prepare_mask(masks, F, H, W, 2, 2, 1, 0, 0, out, count - 1, &count)); /* one too small */
+
+  /* physics: NULL paths, texts, handles and outputs */
+  MISUSE(drb_scene_load(NULL, &scene));
+  MISUSE(drb_scene_load(DRB_EXAMPLES_DIR "/scenes/small.json", NULL));
+  MISUSE(drb_scene_parse(NULL, 10, &scene));
+  MISUSE(drb_scene_parse(json, strlen(json), NULL));
+  MISUSE(drb_scene_to_json(NULL, text, sizeof text, &n));
+  MISUSE(drb_simulate(NULL, NULL, NULL, &track));
+  MISUSE(drb_track_export_glb(NULL, "x.glb"));
+  MISUSE(drb_track_import_glb(NULL, 24.0, &track));
+  MISUSE(drb_track_import_glb("x.glb", 24.0, NULL));
+  MISUSE(drb_track_save(NULL, "x.drbtrack"));
+  MISUSE(drb_track_load(NULL, &track));
+  MISUSE(drb_track_load("x.drbtrack", NULL));
+  MISUSE(drb_track_poses(NULL, 0, poses, 7));
+  MISUSE(drb_track_piece_mesh(NULL, 0, vertices, 3 * 256, triangles, 3 * 512, &nv, &nt));
+  CHECK(drb_track_num_pieces(NULL) == 0 && drb_track_num_breaks(NULL) == 0 && drb_track_fps(NULL) == 0.0);
+  CHECK(drb_scene_load(DRB_EXAMPLES_DIR "/scenes/small.json", &scene) == DRB_OK);
+  CHECK(drb_scene_to_json(scene, text, sizeof text, &n) == DRB_ERR_INVALID_ARGUMENT && n > sizeof text);
+  MISUSE(drb_scene_to_json(scene, NULL, 0, &n));
+  MISUSE(drb_simulate(scene, NULL, NULL, NULL));
+  CHECK(drb_simulate(scene, NULL, NULL, &track) == DRB_OK);
+  MISUSE(drb_track_export_glb(track, NULL));
+  MISUSE(drb_track_save(track, NULL));
+  MISUSE(drb_track_poses(track, 0, NULL, 4096 * 7));
+  MISUSE(drb_track_poses(track, 0, poses, (size_t)(7 * drb_track_num_pieces(track) - 1))); /* one too small */
+  MISUSE(drb_track_piece_mesh(track, 0, NULL, 3 * 256, triangles, 3 * 512, &nv, &nt));
+  MISUSE(drb_track_piece_mesh(track, 0, vertices, 3 * 256, NULL, 3 * 512, &nv, &nt));
+  /* the counts are optional outputs */
+  CHECK(drb_track_piece_mesh(track, 0, vertices, 3 * 256, triangles, 3 * 512, NULL, NULL) == DRB_OK);
+  MISUSE(drb_track_piece_mesh(track, -1, vertices, 3 * 256, triangles, 3 * 512, &nv, &nt));
+  CHECK(drb_track_piece_mesh(track, 0, vertices, 3 * 256, triangles, 3 * 512, &nv, &nt) == DRB_OK);
+  MISUSE(drb_track_piece_mesh(track, 0, vertices, 3 * nv - 1, triangles, 3 * 512, &nv, &nt)); /* one too small */
+  MISUSE(drb_track_piece_mesh(track, 0, vertices, 3 * 256, triangles, 3 * nt - 1, &nv, &nt));
+  drb_track_free(track);
+  drb_scene_free(scene);
+
+  /* models and shots: NULL handles and outputs; the shot's struct_size */
+  MISUSE(drb_default_model_path(NULL, 0, &n));
+  CHECK(drb_default_model_path(text, 1, &n) == DRB_ERR_INVALID_ARGUMENT && n > 1);
+  MISUSE(drb_model_load("/nonexistent", NULL));
+  MISUSE(drb_model_path(NULL, text, sizeof text, &n));
+  drb_shot_params_init(&shp);
+  MISUSE(drb_shot_create(&shp, NULL, NULL));
+  shp.struct_size = 0;
+  MISUSE(drb_shot_create(&shp, NULL, &shot));
+  CHECK(shot == NULL);
+  shp.struct_size = sizeof shp * 1000;
+  MISUSE(drb_shot_create(&shp, NULL, &shot));
+  CHECK(shot == NULL);
+  MISUSE(drb_shot_render(NULL, NULL, NULL));
+  MISUSE(drb_shot_frames(NULL, out, 4096, &count, &frames, &height, &width));
+  MISUSE(drb_shot_output_dir(NULL, text, sizeof text, &n));
+  MISUSE(drb_shot_sidecar(NULL, text, sizeof text, &n));
+  MISUSE(drb_shot_params_json(NULL, text, sizeof text, &n));
+  drb_model_free(model);
+}
+
 int main(void) {
   size_t i, n = 0;
   int found = 0;
@@ -557,6 +702,7 @@ int main(void) {
 
   CHECK(DRB_API_VERSION == 2);
   test_physics();
+  test_misuse();
   test_guide();
   test_shot();
 
