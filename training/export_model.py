@@ -2,7 +2,7 @@
 Wan model has (model_index.json, transformer/, vae/, text_encoder/, tokenizer/, scheduler/),
 its weights stored as float16 safetensors (derrumbe's loaders take them to float32).
 
-    python training/export_model.py --vae runs/vae/vae --run runs/transformer --out assets/default-model
+    python training/export_model.py --vae runs/vae_decoder/vae --run runs/transformer --out assets/default-model
 
 It also writes the few KB of held-out latents the test suite measures the shipped model on
 (tests/python/data/default_model_heldout.safetensors): crops of the first held-out clips' latents
@@ -41,7 +41,7 @@ def write_test_latents(latents: str, out: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vae", default="runs/vae/vae")
+    parser.add_argument("--vae", default="runs/vae_decoder/vae", help="the VAE with the fine-tuned decoder")
     parser.add_argument("--run", default="runs/transformer", help="train_transformer.py's output folder")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "assets", "default-model"))
     parser.add_argument("--latents", default="runs/latents", help="encode_latents.py's output folder")

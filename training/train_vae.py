@@ -27,15 +27,15 @@ KL_WEIGHT = 1e-4
 STATS_EVERY = 10
 
 
-def windows(clips, batch: int, gen: torch.Generator) -> torch.Tensor:
-    """`batch` random windows [B, 3, WINDOW, CROP, CROP] in [-1, 1], randomly mirrored."""
+def windows(clips, batch: int, gen: torch.Generator, window: int = WINDOW) -> torch.Tensor:
+    """`batch` random windows [B, 3, window, CROP, CROP] in [-1, 1], randomly mirrored."""
     out = []
     for _ in range(batch):
         frames = clips[int(torch.randint(len(clips), (1,), generator=gen))]
-        first = int(torch.randint(frames.shape[0] - WINDOW + 1, (1,), generator=gen))
+        first = int(torch.randint(frames.shape[0] - window + 1, (1,), generator=gen))
         top = int(torch.randint(frames.shape[2] - CROP + 1, (1,), generator=gen))
         left = int(torch.randint(frames.shape[3] - CROP + 1, (1,), generator=gen))
-        x = common.to_vae(frames[first:first + WINDOW, :, top:top + CROP, left:left + CROP])[0]
+        x = common.to_vae(frames[first:first + window, :, top:top + CROP, left:left + CROP])[0]
         if bool(torch.rand((), generator=gen) < 0.5):
             x = x.flip(-1)
         out.append(x)

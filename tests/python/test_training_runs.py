@@ -45,7 +45,7 @@ def data(tmp_path_factory):
 
 
 def run(script, *args):
-    threads = ["--threads", "1"] if script.startswith("train_") else []
+    threads = ["--threads", "1"] if script.startswith(("train_", "finetune_")) else []
     result = subprocess.run([sys.executable, os.path.join(TRAINING, script), *map(str, args), *threads],
                             capture_output=True, text=True, timeout=900, cwd=TRAINING)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -79,6 +79,29 @@ def test_the_trained_vae_loads_natively_with_its_latent_statistics(vae):
     ours = derrumbe.WanVae.load(os.path.join(vae, "vae"))
     latents = ours.encode(torch.rand(1, 3, 5, 96, 160) * 2 - 1)
     assert latents.shape == (1, 16, 2, 12, 20) and torch.isfinite(latents).all()
+
+
+def test_the_decoder_run_keeps_the_encoder_and_resumes_to_the_same_weights(data, vae, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["--data", data, "--vae", os.path.join(vae, "vae"), "--steps", 3, "--window", FRAMES]
+    run("finetune_vae_decoder.py", *args, "--out", tmp_path / "straight")
+    assert "stopped at step 1 of 3" in run("finetune_vae_decoder.py", *args, "--out", tmp_path / "stopped",
+                                          "--stop-at", 1)
+    assert "resumed at step 1 after" in run("finetune_vae_decoder.py", *args, "--out", tmp_path / "stopped")
+    assert digest(tmp_path / "stopped" / "vae") == digest(tmp_path / "straight" / "vae")
+
+    weights = "diffusion_pytorch_model.safetensors"
+    before = load_file(os.path.join(vae, "vae", weights))
+    after = load_file(str(tmp_path / "straight" / "vae" / weights))
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the latents stay valid
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    config = lambda folder: json.load(open(os.path.join(folder, "config.json")))  # noqa: E731
+    assert config(tmp_path / "straight" / "vae")["latents_std"] == config(os.path.join(vae, "vae"))["latents_std"]
+    psnr = json.load(open(tmp_path / "straight" / "heldout_psnr.json"))
+    assert set(psnr["before"]) == set(psnr["after"]) == {"frames 0-4", "frames 5+"}
+    derrumbe.WanVae.load(str(tmp_path / "straight" / "vae"))
 
 
 @pytest.fixture(scope="module")
