@@ -91,6 +91,18 @@ def load_checkpoint(path: str) -> Optional[Dict[str, Any]]:
     return state
 
 
+def resume(path: str, model, optimizer, gen: torch.Generator) -> Optional[Dict[str, Any]]:
+    """Loads a run's checkpoint into its model, optimizer and generator (a fresh run: None).
+    The state also holds the run's "step", "losses" and "seconds" so far."""
+    state = load_checkpoint(path)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["gen"])
+        print(f"resumed at step {state['step']} after {state['seconds']:.0f} s")
+    return state
+
+
 class Clock:
     """A run's time limit and checkpoint interval, in seconds of this process."""
 

@@ -66,13 +66,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed + 2)
     step, losses, seconds, before = 0, {"l1": []}, 0.0, None
     checkpoint = os.path.join(args.out, "checkpoint.pt")
-    state = common.load_checkpoint(checkpoint)
+    state = common.resume(checkpoint, model, optimizer, gen)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["gen"])
         step, losses, seconds, before = state["step"], state["losses"], state["seconds"], state["before"]
-        print(f"resumed at step {step} after {seconds:.0f} s")
     clock = common.Clock(args.minutes * 60)
     if before is None:
         before = heldout_psnr(model.eval(), heldout)

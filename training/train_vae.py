@@ -82,13 +82,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed + 1)
     step, losses, seconds = 0, {"l1": [], "kl": []}, 0.0  # seconds: of the earlier runs it resumes
     checkpoint = os.path.join(args.out, "checkpoint.pt")
-    state = common.load_checkpoint(checkpoint)
+    state = common.resume(checkpoint, model, optimizer, gen)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["gen"])
         step, losses, seconds = state["step"], state["losses"], state["seconds"]
-        print(f"resumed at step {step} after {seconds:.0f} s")
     clock = common.Clock(args.minutes * 60)
 
     def save():
