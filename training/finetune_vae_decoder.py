@@ -11,7 +11,7 @@ decode at 23 dB, frames 5-32 at 11 to 14 dB, and the whole clip at 13.5 dB. A 13
 transformer was trained on (encode_latents.py) stay valid, and so do the VAE's latent statistics.
 
 The loss is train_vae.py's (L1 of a decoded posterior sample). The reconstruction PSNR of the
-first held-out clips, on frames 0-4 and on frames 5-32, is measured before and after. Resumable
+first held-out clips, on frames 0-4 and on frames 5 on, is measured before and after. Resumable
 as train_vae.py; writes OUT/vae (float32, the same config) and OUT/vae_decoder_loss.png.
 """
 import argparse

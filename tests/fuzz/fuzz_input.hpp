@@ -10,6 +10,7 @@
 #include <string>
 
 #include "derrumbe/core/error.hpp"
+#include "derrumbe/io/image.hpp"
 
 namespace drb_fuzz {
 
@@ -36,6 +37,14 @@ void expect_result_or_error(F&& read) {
 // A property a reader promises about what it returns; a broken one is a finding.
 inline void require(bool ok) {
   if (!ok) __builtin_trap();
+}
+
+// What every image reader promises (PNG, EXR plates, video frames): a positive size, a channel
+// count in [channels_min, channels_max], width x height x channels values, all in [0, 1].
+inline void require_image(const drb::io::Image& image, int channels_min, int channels_max) {
+  require(image.width > 0 && image.height > 0 && image.channels >= channels_min && image.channels <= channels_max);
+  require(image.pixels.size() == size_t(image.width) * size_t(image.height) * size_t(image.channels));
+  for (const float v : image.pixels) require(v >= 0.0f && v <= 1.0f);
 }
 
 }  // namespace drb_fuzz

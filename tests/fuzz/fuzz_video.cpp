@@ -9,9 +9,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto frames = drb::io::read_video(path, 8);
     drb_fuzz::require(frames.size() <= 8);
     for (const auto& f : frames) {
-      drb_fuzz::require(f.channels == 3 && f.width == frames[0].width && f.height == frames[0].height);
-      drb_fuzz::require(f.pixels.size() == size_t(f.width) * size_t(f.height) * 3);
-      for (const float v : f.pixels) drb_fuzz::require(v >= 0.0f && v <= 1.0f);
+      drb_fuzz::require_image(f, 3, 3);
+      drb_fuzz::require(f.width == frames[0].width && f.height == frames[0].height);
     }
   });
   return 0;
